@@ -1,0 +1,95 @@
+"""Process-group set-up and the few named collectives the library uses.
+
+Works the same under `deepspeed`, `torchrun` and slurm (RANK / WORLD_SIZE / LOCAL_RANK in
+the environment) and as a single process with no process group at all.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+
+
+def init_distributed(timeout_s: int = 1800) -> DistInfo:
+    """Join the process group described by the launcher's environment (if any) and pick a device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+        if "OMP_NUM_THREADS" not in os.environ:  # do not oversubscribe the cores shared by local ranks
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return DistInfo(rank, world_size, local_rank, local_world_size, device)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_rank0() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_from_rank0(obj):
+    """Every rank returns rank 0's `obj` (any picklable object)."""
+    if not is_distributed():
+        return obj
+    box = [obj if is_rank0() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_rank0(obj):
+    """Rank 0 returns the list of every rank's `obj` (in rank order); other ranks return None."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * get_world_size() if is_rank0() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def all_gather(obj) -> list:
+    """Every rank returns the list of every rank's `obj`, in rank order."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shutdown() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
