@@ -1,0 +1,290 @@
+"""The distributed prefill scorer: ranks a dataset by angle concentration (METHOD.md section 2).
+
+Every rank tokenizes the dataset and plans the same length-sorted batches under a token
+budget; rank 0 decides what is left to do (resume) and the batches are spread over ranks
+by padded tokens. Each rank prefills its batches up to the hooked layer, reduces each
+prompt to (C_intra, C_inter) from its segment sums, appends the results to its own
+resume shard, and finally sends them to rank 0, which writes the score file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import angles, dist, metrics, scores
+from .config import Config, ModelConfig
+from .data import Row, dataset_fingerprint, load_rows
+from .prefill import PrefillModel, checkpoint_fingerprint, load_prefill_model, resolve_dtype
+from .prompts import Prompt, PromptBuilder
+
+RECORD_FIELDS = ("id", "c_intra", "c_inter", "prompt_tokens", "num_p", "num_q", "flags")
+
+
+# ---- planning: pure functions ----------------------------------------------------------------
+
+def plan_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first so that (rows x longest row) <= max_tokens per batch.
+    A row longer than the budget gets a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, current = [], []
+    for i in order:
+        if current and lengths[current[0]] * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def shard_batches(batches: list[list[int]], lengths: list[int], world_size: int) -> list[list[list[int]]]:
+    """Give each batch to the rank with the fewest padded tokens so far (deterministic)."""
+    shards = [[] for _ in range(world_size)]
+    load = [0] * world_size
+    for batch in sorted(batches, key=lambda b: -lengths[b[0]] * len(b)):
+        rank = min(range(world_size), key=lambda r: (load[r], r))
+        shards[rank].append(batch)
+        load[rank] += lengths[batch[0]] * len(batch)
+    return shards
+
+
+def collate(prompts: list[Prompt], pad_id: int):
+    """Right-padded input_ids and attention_mask [B, L], and span ends p_end, q_end [B]."""
+    longest = max(p.num_tokens for p in prompts)
+    input_ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, : prompt.num_tokens] = torch.tensor(prompt.input_ids)
+        attention_mask[row, : prompt.num_tokens] = 1
+    p_end = torch.tensor([p.p_end for p in prompts])
+    q_end = torch.tensor([p.q_end for p in prompts])
+    return input_ids, attention_mask, p_end, q_end
+
+
+def score_batch(model: PrefillModel, rows: list[Row], prompts: list[Prompt], pad_id: int) -> list[dict]:
+    input_ids, attention_mask, p_end, q_end = collate(prompts, pad_id)
+    hidden = model.hidden_at_layer(input_ids, attention_mask)
+    p_end, q_end = p_end.to(hidden.device), q_end.to(hidden.device)
+    s_p, s_q = angles.segment_sums(hidden, p_end, q_end)
+    num_p, num_q = p_end, q_end - p_end
+    c_intra, c_inter, flags = angles.concentration(s_p, s_q, num_p, num_q)
+    return [{"id": row.id, "c_intra": float(ci), "c_inter": float(ce), "prompt_tokens": prompt.num_tokens,
+             "num_p": prompt.p_end, "num_q": prompt.q_end - prompt.p_end, "flags": int(fl)}
+            for row, prompt, ci, ce, fl in zip(rows, prompts, c_intra.tolist(), c_inter.tolist(), flags.tolist())]
+
+
+# ---- resume state: <score file>.partial/ ------------------------------------------------------
+
+class PartialResults:
+    """Per-rank JSON-lines shards of finished rows, so a killed run loses only batches in flight."""
+
+    def __init__(self, folder: str, key: str):
+        self.folder, self.key = folder, key
+
+    def load(self, resume: bool) -> dict:
+        """Rank 0: prepare the folder and return the rows already scored, by id."""
+        key_file = os.path.join(self.folder, "key.json")
+        if os.path.isdir(self.folder) and not resume:
+            shutil.rmtree(self.folder)
+        if os.path.isdir(self.folder):
+            with open(key_file) as f:
+                old_key = json.load(f)["key"]
+            if old_key != self.key:
+                raise ValueError(f"{self.folder} holds partial results of another (model, layer, template, dataset); "
+                                 "remove it or set scorer.output to another path")
+        os.makedirs(self.folder, exist_ok=True)
+        scores.write_json_atomic(key_file, {"key": self.key})
+        done = {}
+        for name in sorted(os.listdir(self.folder)):
+            if name.startswith("rank-") and name.endswith(".jsonl"):
+                with open(os.path.join(self.folder, name), encoding="utf-8") as f:
+                    for line in f:
+                        try:
+                            record = json.loads(line)
+                        except json.JSONDecodeError:
+                            continue  # the torn last line of a killed writer
+                        if isinstance(record, dict) and all(k in record for k in RECORD_FIELDS):
+                            done[record["id"]] = record
+        return done
+
+    def open_shard(self, rank: int):
+        """This rank's shard, opened for appending after cutting off a torn last line."""
+        path = os.path.join(self.folder, f"rank-{rank:05d}.jsonl")
+        if os.path.exists(path):
+            with open(path, "rb+") as f:
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)
+        return open(path, "a", encoding="utf-8")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# ---- the job ------------------------------------------------------------------------------------
+
+def ensure_model(cfg: ModelConfig) -> None:
+    """Build the configured tiny model on rank 0 if its folder is absent; fail clearly otherwise."""
+    if not os.path.isdir(cfg.path):
+        if cfg.build_tiny is None:
+            looks_local = cfg.path.startswith(("/", ".", "~")) or os.path.exists(cfg.path)
+            if looks_local or os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise ValueError(f"model.path: {cfg.path} is not a model folder (and model.build_tiny is not set)")
+        elif dist.is_rank0():
+            from .tiny_model import build_tiny_model
+            metrics.log(f"building the tiny model in {cfg.path}")
+            build_tiny_model(cfg.path, cfg.build_tiny)
+    dist.barrier()
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"model.path: cannot load a tokenizer from {path!r}: {e}") from None
+
+
+@dataclass
+class ScoringPlan:
+    rows: list[Row]
+    prompts: list[Prompt]
+    metadata: dict  # what identifies the score file
+    score_path: str
+
+
+def plan_job(cfg: Config, tokenizer, model_fingerprint: str, num_layers: int, dtype: str) -> ScoringPlan:
+    loaded = load_rows(cfg.data)
+    if loaded.num_skipped:
+        metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
+    builder = PromptBuilder(tokenizer, cfg.prompt)
+    prompts = [builder.build(row.problem) for row in loaded.rows]
+    layer = cfg.scorer.layer + num_layers if cfg.scorer.layer < 0 else cfg.scorer.layer
+    metadata = {
+        "model_path": os.path.abspath(cfg.model.path) if os.path.isdir(cfg.model.path) else cfg.model.path,
+        "model_fingerprint": model_fingerprint, "model_num_layers": num_layers, "layer": layer, "dtype": dtype,
+        "template_hash": builder.template_hash(), "dataset_source": loaded.source,
+        "dataset_fingerprint": dataset_fingerprint(loaded.rows), "dataset_rows": len(loaded.rows),
+        "dataset_skipped_rows": loaded.num_skipped,
+    }
+    key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()
+    metadata["key"] = key
+    if cfg.scorer.output:
+        score_path = cfg.scorer.output
+    else:
+        stem = os.path.splitext(os.path.basename(loaded.source.rstrip("/")))[0].replace("/", "_")
+        model_name = os.path.basename(os.path.normpath(cfg.model.path))
+        score_path = os.path.join(cfg.scorer.output_dir, f"{stem}.{model_name}.layer{layer}.{key[:12]}.scores.json")
+    return ScoringPlan(rows=loaded.rows, prompts=prompts, metadata=metadata, score_path=score_path)
+
+
+def package_versions() -> dict:
+    import deepspeed
+    import transformers
+
+    from . import __version__
+    return {"gainrl": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "deepspeed": deepspeed.__version__}
+
+
+def finalize(cfg: Config, plan: ScoringPlan, records: dict, world_size: int, num_resumed: int) -> dict:
+    """Rank 0: assemble the columns in row order, rank, summarise, write the file and plot."""
+    missing = [row.id for row in plan.rows if row.id not in records]
+    if missing:
+        raise RuntimeError(f"{len(missing)} rows were not scored (e.g. {missing[:3]})")
+    ordered = [records[row.id] for row in plan.rows]
+    columns = {name: [r[name] for r in ordered] for name in RECORD_FIELDS}
+    score = angles.combined_score(torch.tensor(columns["c_intra"], dtype=torch.float64),
+                                  torch.tensor(columns["c_inter"], dtype=torch.float64), cfg.scorer.w_inter).numpy()
+    columns["score"] = score.tolist()
+    columns["rank"] = scores.score_order(score).tolist()
+    reference = None
+    if cfg.scorer.reference_order:
+        order = scores.load_reference_order(cfg.scorer.reference_order)
+        positions = np.empty(len(order), dtype=np.int64)
+        positions[order] = np.arange(len(order))
+        indices = np.array([row.index for row in plan.rows])
+        if indices.max() >= len(order):
+            raise ValueError(f"config key 'scorer.reference_order': {cfg.scorer.reference_order} orders "
+                             f"{len(order)} rows, but the dataset has row index {indices.max()}")
+        reference = positions[indices]
+    summary = scores.summarize(score, columns["prompt_tokens"], columns["flags"], reference)
+    metadata = dict(plan.metadata, w_inter=cfg.scorer.w_inter, world_size=world_size, resumed_rows=num_resumed,
+                    reference_order=cfg.scorer.reference_order, versions=package_versions(), summary=summary)
+    scores.write_score_file(plan.score_path, metadata, columns)
+    if cfg.scorer.plot:
+        from .plots import plot_scores
+        plot_scores(plan.score_path.removesuffix(".json") + ".png", score, columns["prompt_tokens"],
+                    os.path.basename(plan.score_path), summary["spearman_prompt_tokens"])
+    return summary
+
+
+def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
+    """Score cfg.data with cfg.model; returns the score file path on rank 0 (None elsewhere)."""
+    ensure_model(cfg.model)
+    tokenizer = load_tokenizer(cfg.model.path)
+    from transformers import AutoConfig
+    num_layers = AutoConfig.from_pretrained(cfg.model.path).num_hidden_layers
+    dtype = str(resolve_dtype(cfg.model.dtype, info.device)).removeprefix("torch.")
+    plan = plan_job(cfg, tokenizer, checkpoint_fingerprint(cfg.model.path), num_layers, dtype)
+    partial = PartialResults(plan.score_path + ".partial", plan.metadata["key"])
+
+    done = None
+    if dist.is_rank0():
+        done = partial.load(cfg.scorer.resume)
+        if cfg.scorer.resume and os.path.isfile(plan.score_path):  # a finished file: only re-rank
+            table = scores.read_score_file(plan.score_path, plan.metadata["dataset_fingerprint"])
+            done.update({rid: {k: table.columns[k][i] for k in RECORD_FIELDS} for i, rid in enumerate(table.columns["id"])})
+    done_ids = dist.broadcast_from_rank0(set(done) if done is not None else None)
+    remaining = [i for i, row in enumerate(plan.rows) if row.id not in done_ids]
+    metrics.log(f"{len(plan.rows)} rows from {plan.metadata['dataset_source']}: {len(done_ids)} already scored, "
+                f"{len(remaining)} to score on {info.world_size} rank(s) -> {plan.score_path}")
+
+    new_records = []
+    if remaining:
+        lengths = [plan.prompts[i].num_tokens for i in remaining]
+        batches = [[remaining[j] for j in batch] for batch in plan_batches(lengths, cfg.scorer.max_tokens_per_batch)]
+        all_lengths = [p.num_tokens for p in plan.prompts]
+        shards = shard_batches(batches, all_lengths, info.world_size)
+        ds_config = None
+        if cfg.scorer.ds_config:
+            from .ds_config import load_ds_config
+            hidden = AutoConfig.from_pretrained(cfg.model.path).hidden_size
+            ds_config = load_ds_config(cfg.scorer.ds_config, hidden_size=hidden, dtype=dtype)
+        model = load_prefill_model(cfg.model.path, cfg.scorer.layer, dtype=cfg.model.dtype,
+                                   attn_implementation=cfg.model.attn_implementation, device=info.device,
+                                   ds_config=ds_config)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        mine = shards[info.rank]
+        # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards.
+        num_steps = max(len(s) for s in shards) if model.partitioned else len(mine)
+        bar = metrics.progress(sum(len(b) for b in mine), f"scoring (rank 0 of {info.world_size})")
+        with partial.open_shard(info.rank) as shard:
+            for step in range(num_steps):
+                if step >= len(mine):
+                    model.hidden_at_layer(torch.full((1, 1), pad_id), torch.ones((1, 1), dtype=torch.long))
+                    continue
+                batch = mine[step]
+                records = score_batch(model, [plan.rows[i] for i in batch], [plan.prompts[i] for i in batch], pad_id)
+                shard.write("".join(json.dumps(r) + "\n" for r in records))
+                shard.flush()
+                new_records.extend(records)
+                bar.update(len(batch))
+        bar.close()
+        del model
+
+    gathered = dist.gather_to_rank0(new_records)
+    if not dist.is_rank0():
+        return None
+    for records in gathered:
+        done.update({r["id"]: r for r in records})
+    summary = finalize(cfg, plan, done, info.world_size, num_resumed=len(done_ids))
+    partial.remove()
+    metrics.log(f"wrote {plan.score_path}\n{scores.format_summary(summary)}")
+    return plan.score_path

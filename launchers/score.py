@@ -1,0 +1,28 @@
+"""Rank a dataset by angle concentration.
+
+    deepspeed --num_gpus 8 launchers/score.py --config launchers/recipes/RECIPE.yaml [key=value ...]
+    torchrun --nproc_per_node 8 launchers/score.py --config ...
+    python launchers/score.py --config ...            # one process
+"""
+import sys
+
+from gainrl import dist
+from gainrl.config import load_config
+from gainrl.scorer import run_scoring
+
+
+def main(argv: list[str]) -> None:
+    cfg = load_config(argv)
+    info = dist.init_distributed(cfg.dist.timeout_s)
+    try:
+        run_scoring(cfg, info)
+    finally:
+        dist.shutdown()
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except ValueError as e:  # user errors: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
