@@ -1,0 +1,71 @@
+"""Config: defaults < YAML < dotlist; bad keys, types and values name the dotted key."""
+import pytest
+
+from gainrl.config import load_config, parse_args
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_defaults_yaml_dotlist(tmp_path):
+    recipe = write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl}\nscorer: {layer: 3, w_inter: 2.0}\n")
+    cfg = load_config(["--config", recipe, "scorer.layer=-2"])
+    assert cfg.scorer.layer == -2  # dotlist wins over YAML
+    assert cfg.scorer.w_inter == 2.0  # YAML wins over defaults
+    assert cfg.scorer.max_tokens_per_batch == 16384  # default
+    assert cfg.model.path == "m"
+
+
+def test_launcher_local_rank_argument_is_ignored(tmp_path):
+    recipe = write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl}\n")
+    assert parse_args(["--local_rank=1", "--config", recipe, "seed=3"]) == (recipe, ["seed=3"])
+    assert load_config(["--local_rank=1", "--config", recipe, "seed=3"]).seed == 3
+
+
+@pytest.mark.parametrize("override, key", [
+    ("scorer.layr=1", "scorer.layr"),  # unknown key
+    ("scorer.layer=last", "scorer.layer"),  # wrong type
+    ("model.build_tiny.hidden_size=big", "model.build_tiny.hidden_size"),
+])
+def test_bad_override_names_the_dotted_key(tmp_path, override, key):
+    recipe = write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl}\n")
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        load_config(["--config", recipe, override])
+
+
+def test_unknown_key_in_yaml_names_the_dotted_key(tmp_path):
+    recipe = write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl, fields: x}\n")
+    with pytest.raises(ValueError, match="'data.fields'"):
+        load_config(["--config", recipe])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.dtype=fp8", "model.dtype"),
+    ("scorer.max_tokens_per_batch=0", "scorer.max_tokens_per_batch"),
+    ("prompt.question_template=no-placeholder", "prompt.question_template"),
+    ("prompt.one_shot_answer=null", "prompt.one_shot_answer"),
+    ("data.limit=0", "data.limit"),
+])
+def test_invalid_values_are_rejected_not_rewritten(tmp_path, override, key):
+    recipe = write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl}\n")
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        load_config(["--config", recipe, override])
+
+
+def test_missing_required_value_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="model.path"):
+        load_config(["data.path=x.jsonl"])
+    with pytest.raises(ValueError, match="config file not found"):
+        load_config(["--config", str(tmp_path / "absent.yaml")])
+
+
+def test_shipped_recipes_load():
+    import glob
+    import os
+    recipes = glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "launchers", "recipes", "score_*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        load_config(["--config", recipe])
