@@ -1,0 +1,125 @@
+"""The scorer across processes: 2 ranks (replicated and ZeRO-3) equal 1 process; kill and resume."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gainrl.scores import read_score_file
+from tests.helpers import BUNDLED_ROWS, REPO, SHARED
+
+BIN = os.path.dirname(sys.executable)
+TIMEOUT = 300
+
+
+def recipe(tmp_path, model_dir, **scorer):
+    scorer = {"max_tokens_per_batch": 1024, "plot": "false", **scorer}
+    lines = [f"model: {{path: {model_dir}, dtype: float32}}", f"data: {{path: {BUNDLED_ROWS}, limit: 96}}", "scorer:"]
+    lines += [f"  {k}: {v}" for k, v in scorer.items()]
+    path = tmp_path / f"recipe-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def run(cmd, cwd=REPO, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def torchrun(nproc, *args):
+    return [os.path.join(BIN, "torchrun"), "--standalone", f"--nproc_per_node={nproc}", "launchers/score.py", *args]
+
+
+def single(*args):
+    return [sys.executable, "launchers/score.py", *args]
+
+
+def assert_same_scores(a_path, b_path, tol=1e-5):
+    a, b = read_score_file(a_path), read_score_file(b_path)
+    assert a.columns["id"] == b.columns["id"]
+    assert a.metadata["dataset_fingerprint"] == b.metadata["dataset_fingerprint"]
+    for name in ("c_intra", "c_inter", "score"):
+        np.testing.assert_allclose(a.columns[name], b.columns[name], atol=tol, rtol=0, err_msg=name)
+    assert a.columns["prompt_tokens"] == b.columns["prompt_tokens"]
+    assert np.std(a.columns["score"]) > 1e-3  # the comparison is not between constants
+
+
+@pytest.fixture(scope="module")
+def one_process_scores(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("one")
+    out = str(tmp / "one.scores.json")
+    run(single("--config", recipe(tmp, tiny_model_dir), f"scorer.output={out}"))
+    return out
+
+
+def test_two_ranks_equal_one_process(tmp_path, tiny_model_dir, one_process_scores):
+    out = str(tmp_path / "two.scores.json")
+    run(torchrun(2, "--config", recipe(tmp_path, tiny_model_dir), f"scorer.output={out}"))
+    assert_same_scores(one_process_scores, out)
+    assert read_score_file(out).metadata["world_size"] == 2
+
+
+def test_zero3_two_ranks_equal_one_process(tmp_path, tiny_model_dir, one_process_scores):
+    out = str(tmp_path / "z3.scores.json")
+    ds = os.path.join(REPO, "ds_configs", "zero3_inference.json")
+    run(torchrun(2, "--config", recipe(tmp_path, tiny_model_dir, ds_config=ds), f"scorer.output={out}"))
+    assert_same_scores(one_process_scores, out)
+
+
+def test_killed_run_resumes_under_deepspeed_launcher(tmp_path, tiny_model_dir):
+    # One row per batch, so that the run is still going when it is killed.
+    cfg = recipe(tmp_path, tiny_model_dir, max_tokens_per_batch=1)
+    out = str(tmp_path / "resumed.scores.json")
+    cmd = [os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "launchers/score.py", "--config", cfg,
+           f"scorer.output={out}", "data.limit=null"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, scored = time.time() + TIMEOUT, 0
+    while time.time() < deadline and proc.poll() is None:
+        scored = sum(sum(1 for _ in open(p)) for p in glob.glob(out + ".partial/rank-*.jsonl"))
+        if scored >= 20:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert scored >= 20 and not os.path.exists(out), "the run was not killed part-way"
+    done_before = sum(sum(1 for _ in open(p)) for p in glob.glob(out + ".partial/rank-*.jsonl"))
+
+    result = run(cmd)
+    table = read_score_file(out)
+    assert table.num_rows == 512
+    assert done_before - 2 <= table.metadata["resumed_rows"] <= done_before  # at most a torn line per rank lost
+    assert f"{table.metadata['resumed_rows']} already scored" in result.stderr
+    assert not os.path.exists(out + ".partial")
+
+    fresh = str(tmp_path / "fresh.scores.json")
+    run(single("--config", cfg, f"scorer.output={fresh}", "data.limit=null"))
+    assert_same_scores(fresh, out)
+
+
+def test_existing_score_file_for_another_dataset_is_refused(tmp_path, tiny_model_dir, one_process_scores):
+    cfg = recipe(tmp_path, tiny_model_dir)
+    result = subprocess.run(single("--config", cfg, f"scorer.output={one_process_scores}", "data.limit=50"),
+                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert "does not match the dataset in use" in result.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared is not beside the checkout")
+def test_reference_order_correlation_is_reported(tmp_path, tiny_model_dir):
+    order = os.path.join(SHARED, "data", "angle_sorted", "qwen2_5_05b_Instruct", "processed_gsm8k.pt")
+    out = str(tmp_path / "ref.scores.json")
+    result = run(single("--config", recipe(tmp_path, tiny_model_dir, reference_order=order, plot="true"),
+                        f"scorer.output={out}"))
+    summary = read_score_file(out).metadata["summary"]
+    assert -1 <= summary["spearman_reference_order"] <= 1
+    assert "Spearman(our order, reference order)" in result.stderr
+    assert os.path.getsize(out.removesuffix(".json") + ".png") > 10_000
