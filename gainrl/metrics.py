@@ -9,6 +9,16 @@ from tqdm import tqdm
 from .dist import get_rank, is_rank0
 
 
+def silence_other_ranks() -> None:
+    """Library progress bars and info logs only on rank 0."""
+    if not is_rank0():
+        import datasets
+        import transformers
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.logging.set_verbosity_error()
+
+
 def log(message: str) -> None:
     if is_rank0():
         print(f"[gainrl {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -117,6 +117,15 @@ def checkpoint_fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
+def load_model_config(path: str):
+    if not os.path.isdir(path) and os.path.exists(path):
+        raise ValueError(f"model.path: {path} is not a model folder")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise ValueError(f"model.path: cannot load a model config from {path!r}: {e}") from None
+
+
 def load_prefill_model(path: str, layer: int, *, dtype: str = "auto", attn_implementation: str = "sdpa",
                        device: torch.device = torch.device("cpu"), ds_config: Optional[dict] = None) -> PrefillModel:
     """Load `path` with only the layers up to `layer`, cut at that layer's MLP input.
@@ -124,12 +133,7 @@ def load_prefill_model(path: str, layer: int, *, dtype: str = "auto", attn_imple
     With `ds_config` (a filled DeepSpeed ZeRO-3 config) the parameters are partitioned across
     ranks as they load, for models that do not fit one device.
     """
-    if not os.path.isdir(path) and os.path.exists(path):
-        raise ValueError(f"model.path: {path} is not a model folder")
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except OSError as e:
-        raise ValueError(f"model.path: cannot load a model config from {path!r}: {e}") from None
+    config = load_model_config(path)
     num_layers = config.num_hidden_layers
     layer = resolve_layer(layer, num_layers)
     config.num_hidden_layers = layer + 1

@@ -51,7 +51,7 @@ class PromptBuilder:
         if cfg.system_prompt is not None:
             messages.append({"role": "system", "content": cfg.system_prompt})
         if cfg.one_shot_question is not None:
-            messages.append({"role": "user", "content": cfg.question_template.format(problem=cfg.one_shot_question)})
+            messages.append({"role": "user", "content": cfg.question_template.replace("{problem}", cfg.one_shot_question)})
             messages.append({"role": "assistant", "content": cfg.one_shot_answer})
         messages.append({"role": "user", "content": cfg.question_template.replace("{problem}", problem)})
         return messages

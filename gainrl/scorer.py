@@ -21,7 +21,8 @@ import torch
 from . import angles, dist, metrics, scores
 from .config import Config, ModelConfig
 from .data import Row, dataset_fingerprint, load_rows
-from .prefill import PrefillModel, checkpoint_fingerprint, load_prefill_model, resolve_dtype
+from .prefill import (PrefillModel, checkpoint_fingerprint, load_model_config, load_prefill_model, resolve_dtype,
+                      resolve_layer)
 from .prompts import Prompt, PromptBuilder
 
 RECORD_FIELDS = ("id", "c_intra", "c_inter", "prompt_tokens", "num_p", "num_q", "flags")
@@ -165,7 +166,7 @@ def plan_job(cfg: Config, tokenizer, model_fingerprint: str, num_layers: int, dt
         metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
     builder = PromptBuilder(tokenizer, cfg.prompt)
     prompts = [builder.build(row.problem) for row in loaded.rows]
-    layer = cfg.scorer.layer + num_layers if cfg.scorer.layer < 0 else cfg.scorer.layer
+    layer = resolve_layer(cfg.scorer.layer, num_layers)
     metadata = {
         "model_path": os.path.abspath(cfg.model.path) if os.path.isdir(cfg.model.path) else cfg.model.path,
         "model_fingerprint": model_fingerprint, "model_num_layers": num_layers, "layer": layer, "dtype": dtype,
@@ -229,10 +230,9 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
     """Score cfg.data with cfg.model; returns the score file path on rank 0 (None elsewhere)."""
     ensure_model(cfg.model)
     tokenizer = load_tokenizer(cfg.model.path)
-    from transformers import AutoConfig
-    num_layers = AutoConfig.from_pretrained(cfg.model.path).num_hidden_layers
+    model_config = load_model_config(cfg.model.path)
     dtype = str(resolve_dtype(cfg.model.dtype, info.device)).removeprefix("torch.")
-    plan = plan_job(cfg, tokenizer, checkpoint_fingerprint(cfg.model.path), num_layers, dtype)
+    plan = plan_job(cfg, tokenizer, checkpoint_fingerprint(cfg.model.path), model_config.num_hidden_layers, dtype)
     partial = PartialResults(plan.score_path + ".partial", plan.metadata["key"])
 
     done = None
@@ -255,8 +255,7 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
         ds_config = None
         if cfg.scorer.ds_config:
             from .ds_config import load_ds_config
-            hidden = AutoConfig.from_pretrained(cfg.model.path).hidden_size
-            ds_config = load_ds_config(cfg.scorer.ds_config, hidden_size=hidden, dtype=dtype)
+            ds_config = load_ds_config(cfg.scorer.ds_config, hidden_size=model_config.hidden_size, dtype=dtype)
         model = load_prefill_model(cfg.model.path, cfg.scorer.layer, dtype=cfg.model.dtype,
                                    attn_implementation=cfg.model.attn_implementation, device=info.device,
                                    ds_config=ds_config)

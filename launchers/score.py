@@ -6,7 +6,7 @@
 """
 import sys
 
-from gainrl import dist
+from gainrl import dist, metrics
 from gainrl.config import load_config
 from gainrl.scorer import run_scoring
 
@@ -14,6 +14,7 @@ from gainrl.scorer import run_scoring
 def main(argv: list[str]) -> None:
     cfg = load_config(argv)
     info = dist.init_distributed(cfg.dist.timeout_s)
+    metrics.silence_other_ranks()
     try:
         run_scoring(cfg, info)
     finally:
