@@ -109,3 +109,11 @@ def test_limit_and_fingerprint(tmp_path):
     assert fp != dataset_fingerprint(rows[::-1])  # order matters: scores index rows
     edited = [rows[0].__class__(id=rows[0].id, problem=rows[0].problem + " ", answer=rows[0].answer, index=0)] + rows[1:]
     assert fp != dataset_fingerprint(edited)
+
+
+def test_hub_name_that_cannot_be_loaded_is_a_clear_error():
+    # offline (conftest sets HF_DATASETS_OFFLINE=1): fails at once, naming the key and the name
+    with pytest.raises(ValueError, match=r"data.path: 'no-such-org/no-such-dataset' is neither a local file"):
+        load_rows(DataConfig(path="no-such-org/no-such-dataset"))
+    with pytest.raises(ValueError, match="is not a .json, .jsonl or .parquet file"):
+        load_rows(DataConfig(path=BUNDLED_ROWS.rsplit("/", 1)[0]))
