@@ -169,6 +169,20 @@ class TrainConfig:
     ds_config: str = "ds_configs/zero3.json"  # DeepSpeed JSON for the policy (and the reference model)
     score_file: Optional[str] = None  # ranking to walk; None = score the dataset first (scorer section)
     output_dir: str = "runs/train"  # metrics.jsonl, plots and checkpoints go here
+    checkpoint_every: int = 50  # steps between checkpoints (<output_dir>/checkpoints/step_N); 0 = only at the end
+    keep_checkpoints: int = 2  # complete checkpoints kept (the newest); older ones are deleted
+    resume: str = "auto"  # auto: continue from the newest complete checkpoint if any | never | a step_N folder
+    max_nonfinite_steps: int = 3  # a NaN/inf loss skips the step; this many in a row save and stop the run
+    stop_file: Optional[str] = None  # if this file appears: checkpoint and stop (slurm requeue); None = <output_dir>/STOP
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True  # <output_dir>/tensorboard
+    wandb: bool = False  # Weights & Biases (pip extra `wandb`)
+    wandb_project: str = "gainrl"
+    wandb_mode: str = "offline"  # offline (sync later with `wandb sync`) | online
+    plots: bool = True  # <output_dir>/plots/*.png at the end (also: python launchers/plot_run.py RUN_DIR)
 
 
 @dataclass
@@ -179,6 +193,7 @@ class TrainRunConfig(Config):
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 def parse_args(argv: list[str]) -> tuple[Optional[str], list[str]]:
@@ -303,3 +318,10 @@ def validate_training(cfg: TrainRunConfig) -> None:
     require(s.prompts_per_epoch % t.prompts_per_step == 0, "train.prompts_per_step",
             f"must divide sampler.prompts_per_epoch ({s.prompts_per_epoch})")
     require(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive")
+    require(t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
+    require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+    require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
+    require(t.resume in ("auto", "never") or os.path.isdir(t.resume), "train.resume",
+            f"must be auto, never or an existing checkpoint folder, got {t.resume!r}")
+    require(cfg.log.wandb_mode in ("offline", "online"), "log.wandb_mode",
+            f"must be offline or online, got {cfg.log.wandb_mode!r}")

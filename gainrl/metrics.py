@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -35,14 +36,23 @@ def progress(total: int, desc: str, unit: str = "row") -> tqdm:
 
 
 class JsonLinesFile:
-    """A JSON Lines file written by rank 0 only (e.g. `<run dir>/metrics.jsonl`), flushed after every record."""
+    """A JSON Lines file written by rank 0 only (e.g. `<run dir>/metrics.jsonl`), flushed after every record.
 
-    def __init__(self, path: str, append: bool = False):
+    `keep`: continue an existing file, keeping only its records for which keep(record) is true (a
+    resumed run drops what the killed run logged after its checkpoint); None starts a new file."""
+
+    def __init__(self, path: str, keep: Optional[Callable[[dict], bool]] = None):
         self.path = path
         self.file = None
         if is_rank0():
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self.file = open(path, "a" if append else "w", encoding="utf-8")
+            if keep is not None and os.path.exists(path):  # rewritten aside, then swapped in: a kill loses nothing
+                with open(path, encoding="utf-8") as f:
+                    kept = [line for line in f if line.strip() and keep(json.loads(line))]
+                with open(path + ".tmp", "w", encoding="utf-8") as f:
+                    f.writelines(kept)
+                os.replace(path + ".tmp", path)
+            self.file = open(path, "a" if keep is not None else "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         if self.file is not None:

@@ -9,6 +9,7 @@ push -> metrics. After the epoch the sampler moves mu from the epoch's accuracy 
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .rewards.code import problem_text as code_problem_text
 from .rewards.training import Reward, build_reward
 from .rollout import RolloutEngine, check_weight_names, push_weights
 from .sampler import build_sampler, draw_on_rank0_and_broadcast
+from .tracking import Tracker
 from .scorer import load_tokenizer
 
 
@@ -68,16 +70,16 @@ def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int) -> TrainDat
     return TrainData(loaded.rows, prompts, dataset_fingerprint(loaded.rows))
 
 
-def load_ranking(cfg: TrainRunConfig, info: dist.DistInfo, data: TrainData) -> Optional[dict]:
-    """The score file's columns, when the curriculum walks an order that comes from one."""
+def load_ranking(cfg: TrainRunConfig, info: dist.DistInfo, data: TrainData) -> tuple[Optional[str], Optional[dict]]:
+    """The score file and its columns, when the curriculum walks an order that comes from one."""
     from .scores import read_score_file
     if cfg.sampler.schedule == "uniform" or cfg.sampler.order == "random":
-        return None
+        return None, None
     path = cfg.train.score_file
     if path is None:  # score the training set first (resumable; a finished file is reused)
         from .scorer import run_scoring
         path = dist.broadcast_from_rank0(run_scoring(cfg, info))
-    return read_score_file(path, data.fingerprint).columns
+    return os.path.abspath(path), read_score_file(path, data.fingerprint).columns
 
 
 # ---- one optimizer step -----------------------------------------------------------------------------
@@ -151,7 +153,9 @@ def update_policy(policy, cfg: TrainRunConfig, seqs: Sequences, batches: list[sl
     local_count = sum(local_normalizer(seqs.response_mask[mb], grpo.aggregation) for mb in batches)
     normalizer = dist.all_reduce_sums({"count": local_count})["count"]
     sums = {key: 0.0 for key in (*STAT_KEYS, "loss")}
+    nonfinite = skipped = 0
     for _ in range(grpo.updates_per_batch):
+        nonfinite_before = nonfinite
         for k, mb in enumerate(batches):
             ids, mask = seqs.input_ids[mb].to(device), seqs.attention_mask[mb].to(device)
             logp, entropy, _ = forward_logprobs(policy, ids, mask, temperature=cfg.rollout.temperature,
@@ -164,10 +168,18 @@ def update_policy(policy, cfg: TrainRunConfig, seqs: Sequences, batches: list[sl
             # DeepSpeed averages gradients over the data-parallel ranks: undo it to keep the global sum
             policy.backward(loss * world_size, scale_wrt_gas=False)
             policy.step()  # DeepSpeed steps the optimizer at the last micro-batch only
+            nonfinite += not torch.isfinite(loss).item()
             for key, value in stats.items():
                 sums[key] += value
             sums["loss"] += loss.item()
-    return {key: value / grpo.updates_per_batch for key, value in sums.items()}
+        # non-finite gradients (from a NaN/inf loss on any rank) make DeepSpeed skip the optimizer step
+        applied = policy.was_step_applied()
+        if nonfinite > nonfinite_before and applied:  # only if a DeepSpeed config turned its overflow check off
+            raise RuntimeError("DeepSpeed applied an optimizer step although this rank's loss was not finite; "
+                               "the weights may now hold NaN. Keep DeepSpeed's overflow checks on.")
+        skipped += not applied
+    means = {key: value / grpo.updates_per_batch for key, value in sums.items()}
+    return {**means, "nonfinite_losses": nonfinite, "skipped_updates": skipped}
 
 
 def train_step(ctx: StepContext, prompt_indices: np.ndarray) -> dict:
@@ -229,6 +241,7 @@ def train_step(ctx: StepContext, prompt_indices: np.ndarray) -> dict:
         "ratio_mean": total["ratio_sum"] / num_tokens,
         "grad_norm": float(grad_norm) if grad_norm is not None else None,
         "reward_errors": int(total["reward_errors"]), "reward_timeouts": int(total["reward_timeouts"]),
+        "nonfinite_losses": int(total["nonfinite_losses"]), "skipped_updates": int(sums["skipped_updates"]),
         "tokens_per_s": total["tokens"] / sum(timer.seconds.values()),
         **{f"time_{phase}_s": seconds for phase, seconds in timer.seconds.items()},
     }
@@ -236,14 +249,89 @@ def train_step(ctx: StepContext, prompt_indices: np.ndarray) -> dict:
 
 # ---- the run -----------------------------------------------------------------------------------
 
+@dataclass
+class LoopState:
+    """Where the loop stands: what a checkpoint must hold, besides the model, optimizer and RNGs,
+    for a resumed run to continue exactly as the uninterrupted one would have."""
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress (or the next one, when `indices` is None)
+    indices: Optional[list[int]] = None  # the epoch's draw, while the epoch is in progress
+    mu: Optional[float] = None  # the Gaussian's centre the epoch was drawn with
+    step_in_epoch: int = 0  # steps of the epoch done
+    correct: float = 0.0  # the epoch's sums for the sampler update: correct rollouts, angle, rollouts
+    angle: float = 0.0
+    rollouts: float = 0.0
+    nonfinite_in_a_row: int = 0  # consecutive steps skipped for a NaN/inf loss
+    skipped_steps: int = 0  # all steps skipped so far
+
+
+# keys a resumed run may change; any other difference from the checkpoint's config is refused
+RESUMABLE_CHANGES = ("train.epochs", "train.resume", "train.output_dir", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.max_nonfinite_steps", "train.stop_file", "dist.", "log.", "reward.num_workers",
+                     "rollout.cpu_kv_cache_gib", "rollout.gpu_memory_utilization", "scorer.")
+
+
+def config_dict(cfg: TrainRunConfig) -> dict:
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def resume_point(cfg: TrainRunConfig) -> Optional[str]:
+    """The checkpoint to continue from (train.resume), or None for a fresh run."""
+    from . import checkpoint
+    path = checkpoint.find_resume_checkpoint(cfg.train.resume, cfg.train.output_dir)
+    if path is None and checkpoint.complete_checkpoints(cfg.train.output_dir):
+        raise ValueError(f"config key 'train.resume': {cfg.train.output_dir} holds checkpoints of an earlier run; "
+                         "continue it with train.resume=auto or choose another train.output_dir")
+    if path is not None:
+        changed = [key for key in changed_keys(checkpoint.read_train_state(path)["config"], config_dict(cfg))
+                   if not key.startswith(RESUMABLE_CHANGES)]
+        if changed:
+            raise ValueError(f"config key '{changed[0]}': differs from the config of checkpoint {path} "
+                             f"(all that differ: {changed}); resume with the same settings or start a new "
+                             "train.output_dir")
+    return path
+
+
+def write_run_file(cfg: TrainRunConfig, score_file: Optional[str], num_rows: int, title: str) -> None:
+    """<output_dir>/run.json: what the plots need besides the metrics (the ranking's file, N) and the config."""
+    if not dist.is_rank0():
+        return
+    run = {"score_file": score_file, "num_rows": num_rows, "title": title, "schedule": cfg.sampler.schedule,
+           "order": cfg.sampler.order, "config": config_dict(cfg)}
+    os.makedirs(cfg.train.output_dir, exist_ok=True)
+    with open(os.path.join(cfg.train.output_dir, "run.json"), "w", encoding="utf-8") as f:
+        json.dump(run, f, indent=1)
+
+
+def stop_requested(cfg: TrainRunConfig) -> bool:
+    """Rank 0 looks for the stop file (slurm's pre-emption signal touches it); every rank gets the answer."""
+    path = cfg.train.stop_file or os.path.join(cfg.train.output_dir, "STOP")
+    return bool(dist.broadcast_from_rank0(dist.is_rank0() and os.path.exists(path)))
+
+
 def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
-    """Run the configured training; returns the last step's metrics."""
+    """Run the configured training (or continue it from a checkpoint); returns the last step's metrics."""
+    from . import checkpoint
     if not os.path.isfile(cfg.train.ds_config):  # before the minutes of building, scoring and loading
         raise ValueError(f"config key 'train.ds_config': DeepSpeed config not found: {cfg.train.ds_config}")
+    resume_from = resume_point(cfg)
     ensure_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model.path)
     data = load_train_data(cfg, tokenizer, info.world_size)
-    columns = load_ranking(cfg, info, data)
+    score_file, columns = load_ranking(cfg, info, data)
     sampler = build_sampler(cfg.sampler, columns, len(data.rows), seed=cfg.seed)
 
     group_size, per_step = cfg.grpo.group_size, cfg.train.prompts_per_step
@@ -265,45 +353,99 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
     reward = build_reward(cfg.reward)
     ctx = StepContext(cfg, info, data, tokenizer, policy, probe, reference, rollout, reward, weight_targets, pad_id)
 
-    metrics_file = metrics.JsonLinesFile(os.path.join(cfg.train.output_dir, "metrics.jsonl"))
-    draws_file = metrics.JsonLinesFile(os.path.join(cfg.train.output_dir, "draws.jsonl"))  # what each epoch trained on
+    state = LoopState()
+    if resume_from is not None:
+        saved = checkpoint.load(policy, resume_from)
+        if saved["dataset_fingerprint"] != data.fingerprint:
+            raise ValueError(f"config key 'data.path': {cfg.data.path} is not the data checkpoint {resume_from} "
+                             "was trained on (its rows differ)")
+        state = LoopState(**saved["loop"])
+        sampler.load_state_dict(saved["sampler"])
+        push_weights(policy, rollout, cfg.rollout.push_bucket_mib << 20, weight_targets)  # vLLM had the start weights
+        checkpoint.restore_rng(resume_from)  # last: vLLM's start-up seeds the global generators
+        metrics.log(f"resumed from {resume_from}: step {state.step}, epoch {state.epoch}")
+
+    def save_checkpoint() -> str:
+        train_state = {"step": state.step, "loop": vars(state), "sampler": sampler.state_dict(),
+                       "dataset_fingerprint": data.fingerprint, "world_size": info.world_size,
+                       "config": config_dict(cfg)}
+        return checkpoint.save(policy, tokenizer, cfg.train.output_dir, train_state, cfg.train.keep_checkpoints)
+
+    out = cfg.train.output_dir
+    title = f"{cfg.model.path} on {cfg.data.path}: {cfg.sampler.schedule} / {cfg.sampler.order}"
+    write_run_file(cfg, score_file, len(data.rows), title)
+    tracker = Tracker(out, cfg.log, config_dict(cfg), resume_step=state.step if resume_from is not None else None)
+    keep_until = (lambda r: r["step"] <= state.step) if resume_from is not None else None
+    metrics_file = metrics.JsonLinesFile(os.path.join(out, "metrics.jsonl"), keep=keep_until)
+    draws_file = metrics.JsonLinesFile(os.path.join(out, "draws.jsonl"),  # what each epoch trained on
+                                       keep=None if resume_from is None else
+                                       (lambda r: r["epoch"] < state.epoch + (state.indices is not None)))
     bar = metrics.progress(cfg.train.epochs * steps_per_epoch, "training", unit="step")
-    record, step, start = {}, 0, time.time()
+    bar.update(state.step)
+    record, start = {}, time.time()
     try:
-        for epoch in range(cfg.train.epochs):
-            mu = sampler.mu
-            indices = draw_on_rank0_and_broadcast(sampler)
-            dist.check_same_on_every_rank(indices, "the epoch's prompt indices")
-            positions = sampler.last_positions  # drawn on rank 0, which alone writes the file
-            draws_file.write({"epoch": epoch, "mu": mu, "indices": indices.tolist(),
-                              "positions": None if positions is None else positions.tolist()})
-            epoch_correct = epoch_angle = epoch_rollouts = 0.0
-            for chunk in np.split(indices, steps_per_epoch):
+        for epoch in range(state.epoch, cfg.train.epochs):
+            if state.indices is None:  # a new epoch: rank 0 draws, every rank trains on its draw
+                mu = sampler.mu
+                indices = draw_on_rank0_and_broadcast(sampler)
+                dist.check_same_on_every_rank(indices, "the epoch's prompt indices")
+                positions = sampler.last_positions  # drawn on rank 0, which alone writes the file
+                draws_file.write({"epoch": epoch, "mu": mu, "indices": indices.tolist(),
+                                  "positions": None if positions is None else positions.tolist()})
+                state = LoopState(step=state.step, epoch=epoch, indices=indices.tolist(), mu=mu,
+                                  skipped_steps=state.skipped_steps, nonfinite_in_a_row=state.nonfinite_in_a_row)
+            chunks = np.split(np.asarray(state.indices, dtype=np.int64), steps_per_epoch)
+            for chunk in chunks[state.step_in_epoch:]:
                 record = train_step(ctx, chunk)
-                step += 1
-                record = {"step": step, "epoch": epoch, "mu": mu, **record, "elapsed_s": time.time() - start}
-                metrics_file.write(record)
-                bar.update(1)
-                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", mu="-" if mu is None else f"{mu:.0f}")
+                state.step += 1
+                state.step_in_epoch += 1
                 rollouts = len(chunk) * group_size
-                epoch_correct += record["accuracy"] * rollouts
-                epoch_angle += record["angle_mean"] * rollouts
-                epoch_rollouts += rollouts
-            sampler.update(epoch_correct / epoch_rollouts, epoch_angle / epoch_rollouts)
-        final_dir = os.path.join(cfg.train.output_dir, "final")
+                state.correct += record["accuracy"] * rollouts
+                state.angle += record["angle_mean"] * rollouts
+                state.rollouts += rollouts
+                skipped = record["skipped_updates"] > 0 or record["nonfinite_losses"] > 0
+                state.nonfinite_in_a_row = state.nonfinite_in_a_row + 1 if skipped else 0
+                state.skipped_steps += skipped
+                record = {"step": state.step, "epoch": epoch, "mu": state.mu, **record,
+                          "skipped_steps": state.skipped_steps, "elapsed_s": time.time() - start}
+                metrics_file.write(record)
+                tracker.log(record, state.step)
+                if skipped:
+                    metrics.log(f"step {state.step} skipped: non-finite loss or gradients "
+                                f"({state.nonfinite_in_a_row} in a row, {state.skipped_steps} in all)")
+                bar.update(1)
+                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", mu="-" if state.mu is None else f"{state.mu:.0f}")
+                diverged = state.nonfinite_in_a_row >= cfg.train.max_nonfinite_steps
+                stop = stop_requested(cfg)
+                every = cfg.train.checkpoint_every
+                if stop or diverged or (every and state.step % every == 0):
+                    saved_at = save_checkpoint()
+                if diverged:
+                    raise RuntimeError(f"{state.nonfinite_in_a_row} steps in a row had a NaN or inf loss (step "
+                                       f"{state.step}); stopped after saving {saved_at}. Lower optim.lr, check the "
+                                       "data, or raise train.max_nonfinite_steps")
+                if stop:
+                    metrics.log(f"stop requested: checkpoint {saved_at} saved at step {state.step}; "
+                                "continue with train.resume=auto")
+                    return record
+            sampler.update(state.correct / state.rollouts, state.angle / state.rollouts)
+            state = LoopState(step=state.step, epoch=epoch + 1, skipped_steps=state.skipped_steps,
+                              nonfinite_in_a_row=state.nonfinite_in_a_row)
+        save_checkpoint()
+        final_dir = os.path.join(out, "final")
         save_hf_model(policy, tokenizer, final_dir)
         metrics_file.close()
-        if dist.is_rank0():
-            from .plots import plot_training, read_metrics
-            plot_path = os.path.join(cfg.train.output_dir, "training.png")
-            plot_training(plot_path, read_metrics(metrics_file.path), len(data.rows),
-                          f"{cfg.model.path} on {cfg.data.path}: {cfg.sampler.schedule} / {cfg.sampler.order}")
-        metrics.log(f"done: {step} steps; metrics in {metrics_file.path}, plot {cfg.train.output_dir}/training.png, "
+        draws_file.close()
+        if dist.is_rank0() and cfg.log.plots:
+            from .plots import plot_run
+            plot_run(out)
+        metrics.log(f"done: {state.step} steps; metrics in {metrics_file.path}, plots in {out}/plots, "
                     f"final weights in {final_dir}")
     finally:
         bar.close()
         metrics_file.close()
         draws_file.close()
+        tracker.close()
         reward.close()
         rollout.close()  # vLLM's shutdown destroys the default process group: nothing collective after it
     return record

@@ -1,0 +1,168 @@
+"""Training checkpoints: written every N steps, the newest K kept, resumed exactly.
+
+Layout, one folder per checkpoint:
+
+    <output_dir>/checkpoints/step_00000012/
+        <DeepSpeed's files>   model, optimizer and LR-scheduler state of every rank (engine.save_checkpoint)
+        hf/                   config, generation config, tokenizer: what an HF export needs besides weights
+        rng/rank_00000.pt     each rank's Python, NumPy and torch (and CUDA) RNG states
+        train_state.json      where the loop stands (step, epoch, the epoch's draw, the sampler's state, ...)
+
+A checkpoint is written to `step_N.partial/` and renamed to `step_N/` by rank 0 once every rank
+has written its part and the files are synced: a folder named `step_N` is complete by
+construction, whatever moment a kill, a node failure or a full disk strikes. Older checkpoints
+are deleted only after the new one is complete. Assumes a file system that every rank sees at the
+same path (as DeepSpeed's own checkpointing does by default).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import dist, metrics
+
+CHECKPOINTS = "checkpoints"
+PARTIAL = ".partial"
+STATE_FILE = "train_state.json"
+_NAME = re.compile(r"^step_(\d{8})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def is_complete(path: str) -> bool:
+    """A step_N folder (never a .partial one) holding its train state."""
+    return _NAME.match(os.path.basename(os.path.normpath(path))) is not None \
+        and os.path.isfile(os.path.join(path, STATE_FILE))
+
+
+def complete_checkpoints(output_dir: str) -> list[str]:
+    """The run's complete checkpoint folders, oldest first."""
+    root = os.path.join(output_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return []
+    paths = [os.path.join(root, name) for name in sorted(os.listdir(root)) if _NAME.match(name)]
+    return [p for p in paths if is_complete(p)]
+
+
+def find_resume_checkpoint(resume: str, output_dir: str) -> Optional[str]:
+    """`train.resume`: auto -> the newest complete checkpoint of output_dir (None if there is none);
+    never -> None; a path -> that checkpoint, which must be complete."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(output_dir)
+        return found[-1] if found else None
+    if not is_complete(resume):
+        raise ValueError(f"config key 'train.resume': {resume} is not a complete checkpoint (a step_N folder with "
+                         f"{STATE_FILE}; step_N{PARTIAL} folders are incomplete writes)")
+    return resume
+
+
+def read_train_state(path: str) -> dict:
+    with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---- RNG states -------------------------------------------------------------------------------------
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _rng_file(path: str, rank: int) -> str:
+    return os.path.join(path, "rng", f"rank_{rank:05d}.pt")
+
+
+# ---- save and load ----------------------------------------------------------------------------------
+
+def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> str:
+    """Every rank: write checkpoint `step_<train_state["step"]>` of the DeepSpeed engine `policy`, then
+    delete all but the newest `keep` complete checkpoints. Returns the checkpoint's folder.
+
+    A write error (a full disk, a quota) raises on the rank that hit it, naming the checkpoint and
+    the last complete one, which is untouched; the other ranks then fail in their next collective."""
+    from .export import save_hf_metadata
+    root = os.path.join(output_dir, CHECKPOINTS)
+    name = checkpoint_name(train_state["step"])
+    final, partial = os.path.join(root, name), os.path.join(root, name + PARTIAL)
+    if os.path.isdir(final):  # e.g. the end of training falls on a periodic checkpoint
+        return final
+    rank, previous = dist.get_rank(), complete_checkpoints(output_dir)
+    if dist.is_rank0():
+        shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while writing it
+        os.makedirs(partial)
+    dist.barrier()
+    try:
+        policy.save_checkpoint(root, tag=name + PARTIAL, save_latest=False)
+        os.makedirs(os.path.dirname(_rng_file(partial, rank)), exist_ok=True)
+        torch.save(rng_states(), _rng_file(partial, rank))
+        if dist.is_rank0():
+            save_hf_metadata(policy.module, tokenizer, os.path.join(partial, "hf"))
+            with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as f:
+                json.dump(train_state, f, indent=1)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError ("unexpected pos")
+        last = previous[-1] if previous else "none (this was the first)"
+        free_mib = shutil.disk_usage(root).free / 2**20
+        raise RuntimeError(f"rank {rank}: checkpoint {final} could not be written ({e}; {free_mib:.1f} MiB free on "
+                           f"its file system); the last complete checkpoint, {last}, is intact") from e
+    dist.barrier()
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        os.sync()  # this node's writes reach the disk before the folder is named complete
+    dist.barrier()
+    if dist.is_rank0():
+        os.rename(partial, final)
+        _fsync_dir(root)
+        for old in complete_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
+        metrics.log(f"checkpoint {final}")
+    dist.barrier()
+    return final
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(policy, path: str) -> dict:
+    """Every rank: restore the DeepSpeed engine (weights, optimizer, LR scheduler) from checkpoint
+    `path`; returns its train state. The RNG states are restored separately (restore_rng), last,
+    once everything that seeds or draws at start-up has run."""
+    state = read_train_state(path)
+    world_size = dist.get_world_size()
+    if state["world_size"] != world_size:
+        raise ValueError(f"checkpoint {path} was written by {state['world_size']} ranks and this run has "
+                         f"{world_size}: resume on {state['world_size']} ranks, or export it "
+                         f"(launchers/export.py) and start a new run from the exported model")
+    root, tag = os.path.split(os.path.normpath(path))
+    loaded, _ = policy.load_checkpoint(root, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if loaded is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint to load in {path}")
+    return state
+
+
+def restore_rng(path: str) -> None:
+    set_rng_states(torch.load(_rng_file(path, dist.get_rank()), weights_only=False))

