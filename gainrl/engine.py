@@ -118,14 +118,23 @@ def forward_logprobs(module, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 
 def save_hf_model(policy, tokenizer, out_dir: str) -> None:
-    """Every rank: gather the (ZeRO-3 partitioned) weights; rank 0 writes a transformers folder to out_dir."""
+    """Every rank: gather the (ZeRO-3 partitioned) weights; rank 0 writes a transformers folder to out_dir
+    (built as out_dir.partial and renamed, so a kill never leaves a folder that looks complete)."""
+    import os
+    import shutil
+
     from . import dist
+    from .export import save_hf_metadata
     model = policy.module
     if policy.zero_optimization_partition_weights():
         state_dict = policy._zero3_consolidated_16bit_state_dict()  # collective: every rank calls it
     else:
         state_dict = model.state_dict()
     if dist.is_rank0():
-        model.save_pretrained(out_dir, state_dict=state_dict)
-        tokenizer.save_pretrained(out_dir)
+        staging = out_dir.rstrip("/") + ".partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging, state_dict=state_dict)
+        save_hf_metadata(model, tokenizer, staging)  # the config with the KV cache back on
+        shutil.rmtree(out_dir, ignore_errors=True)  # a resumed run that had finished exports again
+        os.rename(staging, out_dir)
     dist.barrier()

@@ -16,18 +16,16 @@ from __future__ import annotations
 import copy
 import glob
 import os
-import re
 import shutil
 import time
 from typing import Optional
 
 import torch
 
+from .checkpoint import PARTIAL as PARTIAL_SUFFIX  # a folder still being written; never complete
 from .metrics import log, progress
 
 HF_METADATA_DIR = "hf"  # inside a checkpoint folder: config, generation config and tokenizer
-PARTIAL_SUFFIX = ".partial"  # a folder still being written (a checkpoint or an export); never complete
-STEP_FOLDER = re.compile(r"step_(\d+)")  # a complete checkpoint: <output_dir>/checkpoints/step_00000012
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # DeepSpeed's files: one model states file (ZeRO-3: one per rank) holds the engine's settings and, without ZeRO,
 # the module's full weights; with ZeRO one optimizer states file per rank holds its part of the fp32 master
@@ -94,19 +92,20 @@ def export_checkpoint(checkpoint_dir: str, out_dir: str, dtype: Optional[str] = 
 
 
 def find_checkpoint(path: str) -> str:
-    """`path` itself if it names a step_* (or .partial) folder, else the complete step_* folder with the
-    highest step in `path` or `path`/checkpoints (a run's checkpoints folder or its output_dir)."""
+    """`path` itself if it names a step_* (or .partial) folder, else the newest complete checkpoint of
+    `path` taken as a run's output_dir or as its checkpoints/ folder."""
+    from .checkpoint import CHECKPOINTS, complete_checkpoints
     path = os.path.abspath(path.rstrip("/"))
-    if STEP_FOLDER.fullmatch(os.path.basename(path)) or path.endswith(PARTIAL_SUFFIX):
+    if os.path.basename(path).startswith("step_"):
         return path  # check_checkpoint_dir says what is wrong with a .partial or missing folder
-    for folder in (path, os.path.join(path, "checkpoints")):
-        steps = [name for name in os.listdir(folder) if STEP_FOLDER.fullmatch(name)] if os.path.isdir(folder) else []
-        if steps:
-            return os.path.join(folder, max(steps, key=lambda name: int(STEP_FOLDER.fullmatch(name).group(1))))
     if not os.path.isdir(path):
         raise ValueError(f"checkpoint folder not found: {path}")
-    raise ValueError(f"no complete step_* checkpoint in {path} or {os.path.join(path, 'checkpoints')} "
-                     f"('{PARTIAL_SUFFIX}' folders are unfinished saves)")
+    run_dir = os.path.dirname(path) if os.path.basename(path) == CHECKPOINTS else path
+    found = complete_checkpoints(run_dir)
+    if not found:
+        raise ValueError(f"no complete step_* checkpoint in {os.path.join(run_dir, CHECKPOINTS)} "
+                         f"('{PARTIAL_SUFFIX}' folders are unfinished saves)")
+    return found[-1]
 
 
 def check_checkpoint_dir(checkpoint_dir: str) -> tuple[str, int]:

@@ -90,40 +90,6 @@ def mark_epochs(ax, records: list[dict]) -> None:
     top.set_xlabel("epoch", fontsize=8)
 
 
-def plot_training(path: str, records: list[dict], num_rows: int, title: str) -> None:
-    """A training run by step: reward and wasted groups, the curriculum's mu over the ranking, KL and
-    response length. `records` are metrics.jsonl's lines; `num_rows` is N (mu runs over 0..N-1)."""
-    steps = [r["step"] for r in records]
-    style = line_style(len(steps))
-    fig, (reward, mu, kl) = plt.subplots(1, 3, figsize=(14, 3.8))
-    reward.plot(steps, series(records, "reward_mean"), label="mean reward", color="tab:blue", **style)
-    reward.plot(steps, series(records, "wasted_group_fraction"), label="groups with equal rewards",
-                color="tab:gray", lw=1, **style)
-    reward.set_xlabel("step")
-    reward.set_ylim(-0.02, 1.02)
-    reward.legend(fontsize=8)
-    mu.plot(steps, series(records, "mu"), color="tab:green", **style)
-    mu.axhline(num_rows - 1, color="tab:gray", ls="--", lw=1)
-    mu.set_xlabel("step")
-    mu.set_ylabel(f"mu (position in the ranking, N = {num_rows})")
-    kl.plot(steps, series(records, "kl_mean"), color="tab:red", label="KL to reference", **style)
-    kl.set_xlabel("step")
-    kl.set_ylabel("KL")
-    length = kl.twinx()
-    length.plot(steps, series(records, "response_tokens_mean"), color="tab:purple", lw=1, label="response tokens",
-                **style)
-    length.set_ylabel("mean response tokens")
-    kl.legend(fontsize=8, loc="upper left")
-    length.legend(fontsize=8, loc="lower right")
-    for ax in (reward, mu, kl):
-        ax.grid(alpha=0.3)
-        integer_axis(ax, steps)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # ---- a whole run: plot_run(run_dir) ------------------------------------------------------------
 
 @dataclass

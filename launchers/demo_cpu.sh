@@ -9,5 +9,5 @@ rm -rf runs/eval/demo_cpu  # the demo evaluates afresh each time
 .venv/bin/python eval/run.py --config eval/configs/demo_cpu.yaml --model runs/train/demo_cpu/final --name gain-rl
 .venv/bin/python eval/compare.py runs/eval/demo_cpu/warm-start runs/eval/demo_cpu/gain-rl \
     --output runs/eval/demo_cpu/comparison
-echo "demo: training curves in runs/train/demo_cpu/training.png, scores in runs/scores/*.png," \
+echo "demo: training plots in runs/train/demo_cpu/plots/, scores in runs/scores/*.png," \
      "evaluation in runs/eval/demo_cpu/comparison.{md,png}"

@@ -182,3 +182,52 @@ def test_nan_losses_stop_the_run_after_a_checkpoint(inputs, uninterrupted, tmp_p
     rows = records(tmp_path / "run" / "metrics.jsonl")
     assert [(r["step"], r["skipped_updates"], r["skipped_steps"]) for r in rows] == [(1, 1, 1), (2, 1, 2)]
     assert all(r["nonfinite_losses"] > 0 for r in rows)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_a_killed_rank_on_another_node_ends_the_survivor(inputs, uninterrupted, tmp_path):
+    """No launcher watches both ranks here: two slurm "nodes" on this machine (gainrl.slurm's own
+    node commands, one torchrun each, 1 rank per node). Killing node 1's rank must end node 0's
+    rank through its next collective, not leave it waiting."""
+    from gainrl import slurm
+    from gainrl.dist import free_port
+    run_dir = tmp_path / "two_nodes"
+    env = {"SLURM_JOB_NODELIST": "localhost,127.0.0.1", "SLURM_NNODES": "2", "SLURM_JOB_ID": "78",
+           "SLURM_GPUS_ON_NODE": "1", "SLURM_CPUS_PER_TASK": "1", "MASTER_PORT": str(free_port())}
+    args = command(inputs, run_dir, "train.epochs=50", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12",
+                   "dist.timeout_s=30")[4:]  # the config and overrides after launchers/train.py
+    agents = []
+    with open(tmp_path / "nodes.log", "w") as log:
+        try:
+            for node_rank in (0, 1):
+                alloc = slurm.read_allocation({**env, "SLURM_NODEID": str(node_rank)})
+                launch = slurm.torchrun_launch(env, alloc, os.path.join(REPO, "launchers", "train.py"), args)
+                agents.append(subprocess.Popen(launch.argv, cwd=REPO, env={**ENV, **env, **launch.env}, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True))
+            wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size,
+                     agents[0], 300, "a first step")
+            survivor, victim = children(agents[0].pid), children(agents[1].pid)
+            assert len(survivor) == 1 and len(victim) == 1, (survivor, victim)
+            killed_at = time.time()
+            os.kill(victim[0], signal.SIGKILL)
+            codes = [agent.wait(timeout=120) for agent in agents]
+            took = time.time() - killed_at
+        finally:
+            for agent in agents:
+                if agent.poll() is None:
+                    os.killpg(agent.pid, signal.SIGKILL)
+    assert codes[0] != 0 and codes[1] != 0, codes
+    assert took < 60, f"the surviving node took {took:.0f} s to end"
+    assert not os.path.exists(f"/proc/{survivor[0]}"), "node 0's rank outlived its launcher"

@@ -74,8 +74,18 @@ def test_bad_inputs_fail_before_training_with_the_key(tmp_path, demo_run):
     score_file = next((trained / "scores").glob("*.scores.json"))
     cases.append(([f"data.path={trained}/other.jsonl", "data.build_arithmetic.num_rows=100", "model.warm_start=false",
                    f"train.score_file={score_file}"], "does not match the dataset"))
-    for overrides, expected in cases:
-        result = train(trained, *overrides, "train.epochs=1")
+    for overrides, expected in cases:  # a fresh output folder: the trained one would be resumed
+        result = train(trained, *overrides, "train.epochs=1", f"train.output_dir={tmp_path}/bad")
         assert result.returncode != 0 and expected in result.stderr, (overrides, result.stderr[-2000:])
     missing = train(tmp_path, "model.build_tiny=null", "model.warm_start=false", "train.epochs=1")
     assert missing.returncode != 0 and "model.path" in missing.stderr
+
+
+def test_the_run_leaves_plots_tensorboard_and_a_checkpoint(demo_run):
+    tmp, _ = demo_run
+    run = tmp / "run"
+    assert sorted(p.name for p in (run / "plots").glob("*.png")) == \
+        ["curriculum.png", "optimization.png", "progress.png", "scores.png", "time.png"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.load(open(run / "run.json"))["score_file"].endswith(".scores.json")
+    assert (run / "checkpoints" / "step_00000004" / "train_state.json").exists()  # the end of the run

@@ -174,11 +174,3 @@ def test_graders_score_known_answers_right_and_wrong_ones_wrong():
         assert [v[0] for v in swapped] == [False, False]
     finally:
         graders.close()
-
-
-def test_training_plot_from_metrics_lines(tmp_path):
-    from gainrl.plots import plot_training
-    records = [{"step": s, "reward_mean": s / 10, "wasted_group_fraction": 0.2, "mu": 3.0 * s, "kl_mean": 0.01 * s,
-                "response_tokens_mean": 10.0, "entropy_mean": None} for s in range(1, 11)]
-    plot_training(str(tmp_path / "training.png"), records, num_rows=192, title="run")
-    assert (tmp_path / "training.png").stat().st_size > 1000
