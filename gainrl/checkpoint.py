@@ -100,19 +100,22 @@ def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> st
     delete all but the newest `keep` complete checkpoints. Returns the checkpoint's folder.
 
     A write error (a full disk, a quota) raises on the rank that hit it, naming the checkpoint and
-    the last complete one, which is untouched; the other ranks then fail in their next collective."""
+    the last complete one, which is untouched; the launcher then stops the other ranks (or they fail
+    in their next collective). A save first removes the .partial folders such failures leave."""
     from .export import save_hf_metadata
     root = os.path.join(output_dir, CHECKPOINTS)
     name = checkpoint_name(train_state["step"])
     final, partial = os.path.join(root, name), os.path.join(root, name + PARTIAL)
-    if os.path.isdir(final):  # e.g. the end of training falls on a periodic checkpoint
-        return final
     rank, previous = dist.get_rank(), complete_checkpoints(output_dir)
     if dist.is_rank0():
-        shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while writing it
-        os.makedirs(partial)
+        if os.path.exists(final):  # the trainer saves a step once, and refuses output folders with later steps
+            raise RuntimeError(f"checkpoint {final} exists already")
+        remove_partial_checkpoints(root)  # left by a kill or a full disk: they hold space and are never read
     dist.barrier()
     try:
+        if dist.is_rank0():
+            os.makedirs(partial)
+        dist.barrier()
         policy.save_checkpoint(root, tag=name + PARTIAL, save_latest=False)
         os.makedirs(os.path.dirname(_rng_file(partial, rank)), exist_ok=True)
         torch.save(rng_states(), _rng_file(partial, rank))
@@ -133,10 +136,18 @@ def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> st
         os.rename(partial, final)
         _fsync_dir(root)
         for old in complete_checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old)
+            os.rename(old, old + PARTIAL)  # first un-named: a kill while deleting leaves no half checkpoint
+            shutil.rmtree(old + PARTIAL)
         metrics.log(f"checkpoint {final}")
     dist.barrier()
     return final
+
+
+def remove_partial_checkpoints(root: str) -> None:
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            if name.startswith("step_") and name.endswith(PARTIAL):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def _fsync_dir(path: str) -> None:

@@ -38,6 +38,7 @@ class ArithmeticDataConfig:
     seed: int = 0  # which problems
     test_path: Optional[str] = None  # also write a held-out test split here (no problem of the training set)
     num_test: int = 64  # problems in the test split
+    weights: Optional[list[float]] = None  # relative share of difficulty levels 1..8 (None = the default mix)
 
 
 @dataclass
@@ -177,6 +178,13 @@ class TrainConfig:
 
 
 @dataclass
+class ValidationConfig:
+    path: Optional[str] = None  # held-out problems (the fields of `data`); None = no validation
+    every_epochs: int = 1  # greedy accuracy on them before training and after every N epochs
+    limit: Optional[int] = None  # the first N rows; None = all
+
+
+@dataclass
 class LogConfig:
     tensorboard: bool = True  # <output_dir>/tensorboard
     wandb: bool = False  # Weights & Biases (pip extra `wandb`)
@@ -193,6 +201,7 @@ class TrainRunConfig(Config):
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -323,5 +332,7 @@ def validate_training(cfg: TrainRunConfig) -> None:
     require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
     require(t.resume in ("auto", "never") or os.path.isdir(t.resume), "train.resume",
             f"must be auto, never or an existing checkpoint folder, got {t.resume!r}")
+    require(cfg.validation.every_epochs >= 1, "validation.every_epochs", "must be >= 1")
+    require(cfg.validation.limit is None or cfg.validation.limit > 0, "validation.limit", "must be positive or null")
     require(cfg.log.wandb_mode in ("offline", "online"), "log.wandb_mode",
             f"must be offline or online, got {cfg.log.wandb_mode!r}")

@@ -17,14 +17,14 @@ def ensure_data(cfg: DataConfig) -> None:
     build = cfg.build_arithmetic
     if build is not None and dist.is_rank0():
         from .tasks.arithmetic import make_problems, write_split
-        train = make_problems(build.num_rows, build.seed)  # deterministic: the same rows as a file written earlier
+        train = make_problems(build.num_rows, build.seed, build.weights)  # deterministic: the rows written earlier
         if not os.path.exists(cfg.path):
             metrics.log(f"writing {build.num_rows} arithmetic problems to {cfg.path}")
             write_split(cfg.path, train)
         if build.test_path is not None and not os.path.exists(build.test_path):
             metrics.log(f"writing {build.num_test} held-out arithmetic problems to {build.test_path}")
-            write_split(build.test_path, make_problems(build.num_test, build.seed + 1, id_prefix="arith-test",
-                                                       exclude={row["problem"] for row in train}))
+            write_split(build.test_path, make_problems(build.num_test, build.seed + 1, build.weights,
+                                                       id_prefix="arith-test", exclude={row["problem"] for row in train}))
     dist.barrier()
 
 

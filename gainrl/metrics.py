@@ -35,6 +35,21 @@ def progress(total: int, desc: str, unit: str = "row") -> tqdm:
                 mininterval=0.5 if interactive else 10.0, file=sys.stderr)
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """A JSON Lines file's records. A torn last line (a run writing it now, or killed while writing it)
+    is left out; a bad line before it is an error naming the line."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    records = []
+    for k, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k < len(lines) - 1:
+                raise ValueError(f"{path}: line {k + 1} is not valid JSON") from None
+    return records
+
+
 class JsonLinesFile:
     """A JSON Lines file written by rank 0 only (e.g. `<run dir>/metrics.jsonl`), flushed after every record.
 
@@ -47,10 +62,9 @@ class JsonLinesFile:
         if is_rank0():
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             if keep is not None and os.path.exists(path):  # rewritten aside, then swapped in: a kill loses nothing
-                with open(path, encoding="utf-8") as f:
-                    kept = [line for line in f if line.strip() and keep(json.loads(line))]
+                kept = [record for record in read_jsonl(path) if keep(record)]
                 with open(path + ".tmp", "w", encoding="utf-8") as f:
-                    f.writelines(kept)
+                    f.writelines(json.dumps(record) + "\n" for record in kept)
                 os.replace(path + ".tmp", path)
             self.file = open(path, "a" if keep is not None else "w", encoding="utf-8")
 

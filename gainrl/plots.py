@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import matplotlib
@@ -16,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .metrics import read_jsonl  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_EPOCH_LINES = 40  # more epoch boundaries than this would grey out the plot: only the top axis marks them
@@ -43,20 +45,6 @@ def plot_scores(path: str, scores, prompt_tokens, title: str, spearman_length: f
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def read_metrics(path: str) -> list[dict]:
-    """A JSON Lines file's records. A torn last line (the run is writing it right now) is left out."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    records = []
-    for k, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if k < len(lines) - 1:
-                raise ValueError(f"{path}: line {k + 1} is not valid JSON") from None
-    return records
 
 
 def series(records: list[dict], key: str) -> np.ndarray:
@@ -101,6 +89,7 @@ class RunFiles:
     metrics: list[dict]  # metrics.jsonl, one per optimizer step
     draws: list[dict]  # draws.jsonl, one per epoch
     scores: Optional[object]  # scores.ScoreTable, when run.json names a score file that exists
+    validation: list[dict] = field(default_factory=list)  # validation.jsonl (held-out accuracy), if any
 
     @property
     def num_rows(self) -> int:
@@ -125,10 +114,10 @@ def read_run(run_dir: str) -> RunFiles:
 
     with open(required("run.json"), encoding="utf-8") as f:
         info = json.load(f)
-    metrics = last_record_per(read_metrics(required("metrics.jsonl")), "step")
+    metrics = last_record_per(read_jsonl(required("metrics.jsonl")), "step")
     if not metrics:
         raise ValueError(f"{os.path.join(run_dir, 'metrics.jsonl')} has no steps yet: nothing to plot")
-    draws = last_record_per(read_metrics(required("draws.jsonl")), "epoch")
+    draws = last_record_per(read_jsonl(required("draws.jsonl")), "epoch")
     scores = None
     score_file = info.get("score_file")
     if score_file is None:
@@ -142,7 +131,9 @@ def read_run(run_dir: str) -> RunFiles:
             scores = read_score_file(score_file)
         except ValueError as e:  # a damaged score file should not cost the other plots
             print(f"note: {e}: no score plot")
-    return RunFiles(run_dir, info, metrics, draws, scores)
+    validation_path = os.path.join(run_dir, "validation.jsonl")
+    validation = last_record_per(read_jsonl(validation_path), "epoch") if os.path.isfile(validation_path) else []
+    return RunFiles(run_dir, info, metrics, draws, scores, validation)
 
 
 def plot_run(run_dir: str) -> list[str]:
@@ -203,6 +194,10 @@ def plot_progress(run: RunFiles):
     epochs, epoch_accuracy = epoch_means(run, "accuracy")
     reward.hlines(epoch_accuracy, [first_step[e] - 0.5 for e in epochs], [last_step[e] + 0.5 for e in epochs],
                   color="black", lw=1.5, alpha=0.7, zorder=3, label="epoch accuracy (moves mu)")
+    if run.validation:
+        reward.plot([max(r["step"], 0.5) for r in run.validation], [r["accuracy"] for r in run.validation],
+                    color="tab:orange", marker="D", ms=4, lw=1.2, zorder=4,
+                    label=f"held-out greedy accuracy ({run.validation[-1]['num_rows']} rows)")
     beta = run.sampler_config.get("beta")
     if run.info.get("schedule") == "gaussian" and beta is not None:
         reward.axhline(beta, color="tab:red", ls=":", lw=1, label=f"target accuracy beta = {beta:g}")

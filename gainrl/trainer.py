@@ -32,6 +32,7 @@ from .rewards.training import Reward, build_reward
 from .rollout import RolloutEngine, check_weight_names, push_weights
 from .sampler import build_sampler, draw_on_rank0_and_broadcast
 from .tracking import Tracker
+from .validation import load_validation_set, validation_accuracy
 from .scorer import load_tokenizer
 
 
@@ -44,16 +45,19 @@ class TrainData:
     fingerprint: str
 
 
+def build_prompts(cfg: TrainRunConfig, tokenizer, rows: list[Row]) -> list[Prompt]:
+    builder = PromptBuilder(tokenizer, cfg.prompt)
+    if cfg.reward.kind == "code":  # the task as evaluation shows it: a stub to complete, or a task and its first test
+        return [builder.build(code_problem_text(row.problem, row.fields["test"], row.fields["test_type"]))
+                for row in rows]
+    return [builder.build(row.problem) for row in rows]
+
+
 def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int) -> TrainData:
     loaded = load_rows(cfg.data)
     if loaded.num_skipped:
         metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
-    builder = PromptBuilder(tokenizer, cfg.prompt)
-    if cfg.reward.kind == "code":  # the task as evaluation shows it: a stub to complete, or a task and its first test
-        prompts = [builder.build(code_problem_text(row.problem, row.fields["test"], row.fields["test_type"]))
-                   for row in loaded.rows]
-    else:
-        prompts = [builder.build(row.problem) for row in loaded.rows]
+    prompts = build_prompts(cfg, tokenizer, loaded.rows)
     too_long = [(row.id, p.num_tokens) for row, p in zip(loaded.rows, prompts)
                 if p.num_tokens > cfg.rollout.max_prompt_tokens]
     if too_long:
@@ -174,9 +178,10 @@ def update_policy(policy, cfg: TrainRunConfig, seqs: Sequences, batches: list[sl
             sums["loss"] += loss.item()
         # non-finite gradients (from a NaN/inf loss on any rank) make DeepSpeed skip the optimizer step
         applied = policy.was_step_applied()
-        if nonfinite > nonfinite_before and applied:  # only if a DeepSpeed config turned its overflow check off
-            raise RuntimeError("DeepSpeed applied an optimizer step although this rank's loss was not finite; "
-                               "the weights may now hold NaN. Keep DeepSpeed's overflow checks on.")
+        nonfinite_anywhere = dist.all_reduce_sums({"n": nonfinite - nonfinite_before})["n"] > 0
+        if nonfinite_anywhere and applied:  # only if the DeepSpeed config turned its overflow check off
+            raise RuntimeError("DeepSpeed applied an optimizer step although a loss was not finite; the weights "
+                               "may now hold NaN. Keep DeepSpeed's overflow checks on (bf16.check_grad_overflow).")
         skipped += not applied
     means = {key: value / grpo.updates_per_batch for key, value in sums.items()}
     return {**means, "nonfinite_losses": nonfinite, "skipped_updates": skipped}
@@ -289,19 +294,40 @@ def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 
 def resume_point(cfg: TrainRunConfig) -> Optional[str]:
-    """The checkpoint to continue from (train.resume), or None for a fresh run."""
+    """The checkpoint to continue from (train.resume), or None for a fresh run. Rank 0 looks (the ranks
+    of a shared file system may see it at different moments) and every rank gets its answer or error."""
+    def look() -> tuple[Optional[str], Optional[str]]:
+        try:
+            return find_resume_point(cfg), None
+        except ValueError as e:
+            return None, str(e)
+    path, error = dist.broadcast_from_rank0(look() if dist.is_rank0() else None)
+    if error is not None:
+        raise ValueError(error)
+    return path
+
+
+def find_resume_point(cfg: TrainRunConfig) -> Optional[str]:
     from . import checkpoint
-    path = checkpoint.find_resume_checkpoint(cfg.train.resume, cfg.train.output_dir)
-    if path is None and checkpoint.complete_checkpoints(cfg.train.output_dir):
-        raise ValueError(f"config key 'train.resume': {cfg.train.output_dir} holds checkpoints of an earlier run; "
+    out = cfg.train.output_dir
+    path = checkpoint.find_resume_checkpoint(cfg.train.resume, out)
+    existing = checkpoint.complete_checkpoints(out)
+    if path is None and existing:
+        raise ValueError(f"config key 'train.resume': {out} holds checkpoints of an earlier run; "
                          "continue it with train.resume=auto or choose another train.output_dir")
-    if path is not None:
-        changed = [key for key in changed_keys(checkpoint.read_train_state(path)["config"], config_dict(cfg))
-                   if not key.startswith(RESUMABLE_CHANGES)]
-        if changed:
-            raise ValueError(f"config key '{changed[0]}': differs from the config of checkpoint {path} "
-                             f"(all that differ: {changed}); resume with the same settings or start a new "
-                             "train.output_dir")
+    if path is None:
+        return None
+    step = checkpoint.read_train_state(path)["step"]
+    later = [p for p in existing if checkpoint.read_train_state(p)["step"] > step]
+    if later:  # a second history in the same folder would mix with the first one's checkpoints and logs
+        raise ValueError(f"config key 'train.resume': {out} holds checkpoints after {path} ({later[-1]}); "
+                         "to branch from it, set another train.output_dir")
+    changed = [key for key in changed_keys(checkpoint.read_train_state(path)["config"], config_dict(cfg))
+               if not key.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        raise ValueError(f"config key '{changed[0]}': differs from the config of checkpoint {path} "
+                         f"(all that differ: {changed}); resume with the same settings or start a new "
+                         "train.output_dir")
     return path
 
 
@@ -316,10 +342,13 @@ def write_run_file(cfg: TrainRunConfig, score_file: Optional[str], num_rows: int
         json.dump(run, f, indent=1)
 
 
+def stop_file(cfg: TrainRunConfig) -> str:
+    return cfg.train.stop_file or os.path.join(cfg.train.output_dir, "STOP")
+
+
 def stop_requested(cfg: TrainRunConfig) -> bool:
-    """Rank 0 looks for the stop file (slurm's pre-emption signal touches it); every rank gets the answer."""
-    path = cfg.train.stop_file or os.path.join(cfg.train.output_dir, "STOP")
-    return bool(dist.broadcast_from_rank0(dist.is_rank0() and os.path.exists(path)))
+    """Rank 0 looks for the stop file (slurm's time-limit signal touches it); every rank gets the answer."""
+    return bool(dist.broadcast_from_rank0(dist.is_rank0() and os.path.exists(stop_file(cfg))))
 
 
 def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
@@ -331,6 +360,9 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
     ensure_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model.path)
     data = load_train_data(cfg, tokenizer, info.world_size)
+    heldout = None
+    if cfg.validation.path is not None:
+        heldout = load_validation_set(cfg, lambda rows: build_prompts(cfg, tokenizer, rows))
     score_file, columns = load_ranking(cfg, info, data)
     sampler = build_sampler(cfg.sampler, columns, len(data.rows), seed=cfg.seed)
 
@@ -365,11 +397,17 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
         checkpoint.restore_rng(resume_from)  # last: vLLM's start-up seeds the global generators
         metrics.log(f"resumed from {resume_from}: step {state.step}, epoch {state.epoch}")
 
+    saved = {"step": state.step if resume_from is not None else None, "path": resume_from}
+
     def save_checkpoint() -> str:
-        train_state = {"step": state.step, "loop": vars(state), "sampler": sampler.state_dict(),
-                       "dataset_fingerprint": data.fingerprint, "world_size": info.world_size,
-                       "config": config_dict(cfg)}
-        return checkpoint.save(policy, tokenizer, cfg.train.output_dir, train_state, cfg.train.keep_checkpoints)
+        if saved["step"] != state.step:  # once per step: the end of training may fall on a periodic one
+            train_state = {"step": state.step, "loop": vars(state), "sampler": sampler.state_dict(),
+                           "dataset_fingerprint": data.fingerprint, "world_size": info.world_size,
+                           "config": config_dict(cfg)}
+            saved["path"] = checkpoint.save(policy, tokenizer, cfg.train.output_dir, train_state,
+                                            cfg.train.keep_checkpoints)
+            saved["step"] = state.step
+        return saved["path"]
 
     out = cfg.train.output_dir
     title = f"{cfg.model.path} on {cfg.data.path}: {cfg.sampler.schedule} / {cfg.sampler.order}"
@@ -380,10 +418,25 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
     draws_file = metrics.JsonLinesFile(os.path.join(out, "draws.jsonl"),  # what each epoch trained on
                                        keep=None if resume_from is None else
                                        (lambda r: r["epoch"] < state.epoch + (state.indices is not None)))
+    validation_file = metrics.JsonLinesFile(os.path.join(out, "validation.jsonl"),
+                                            keep=None if resume_from is None else
+                                            (lambda r: r["epoch"] <= state.epoch))
+
+    def validate(epochs_done: int) -> None:
+        if heldout is None:
+            return
+        accuracy, num_rows = validation_accuracy(heldout, rollout, tokenizer, reward)
+        validation_file.write({"epoch": epochs_done, "step": state.step, "accuracy": accuracy, "num_rows": num_rows})
+        tracker.log({"validation_accuracy": accuracy}, state.step)
+        metrics.log(f"validation after {epochs_done} epochs (step {state.step}): greedy accuracy {accuracy:.3f} "
+                    f"on {num_rows} held-out rows")
+
     bar = metrics.progress(cfg.train.epochs * steps_per_epoch, "training", unit="step")
     bar.update(state.step)
     record, start = {}, time.time()
     try:
+        if resume_from is None:
+            validate(0)
         for epoch in range(state.epoch, cfg.train.epochs):
             if state.indices is None:  # a new epoch: rank 0 draws, every rank trains on its draw
                 mu = sampler.mu
@@ -425,12 +478,16 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
                                        f"{state.step}); stopped after saving {saved_at}. Lower optim.lr, check the "
                                        "data, or raise train.max_nonfinite_steps")
                 if stop:
+                    if dist.is_rank0():
+                        os.remove(stop_file(cfg))  # honoured: a resumed run must not stop on it again
                     metrics.log(f"stop requested: checkpoint {saved_at} saved at step {state.step}; "
                                 "continue with train.resume=auto")
                     return record
             sampler.update(state.correct / state.rollouts, state.angle / state.rollouts)
             state = LoopState(step=state.step, epoch=epoch + 1, skipped_steps=state.skipped_steps,
                               nonfinite_in_a_row=state.nonfinite_in_a_row)
+            if (epoch + 1) % cfg.validation.every_epochs == 0 or epoch + 1 == cfg.train.epochs:
+                validate(epoch + 1)
         save_checkpoint()
         final_dir = os.path.join(out, "final")
         save_hf_model(policy, tokenizer, final_dir)
@@ -445,6 +502,7 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
         bar.close()
         metrics_file.close()
         draws_file.close()
+        validation_file.close()
         tracker.close()
         reward.close()
         rollout.close()  # vLLM's shutdown destroys the default process group: nothing collective after it

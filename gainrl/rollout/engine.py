@@ -134,12 +134,15 @@ class RolloutEngine:
 
     # -- generation --------------------------------------------------------------------------------
 
-    def generate(self, prompt_token_ids: list[list[int]], num_samples: int) -> list[list[Completion]]:
-        """Per prompt, `num_samples` sampled completions (temperature, top_p, max_new_tokens from cfg)."""
+    def generate(self, prompt_token_ids: list[list[int]], num_samples: int,
+                 greedy: bool = False) -> list[list[Completion]]:
+        """Per prompt, `num_samples` sampled completions (temperature, top_p, max_new_tokens from cfg),
+        or with `greedy` one completion of the most likely tokens (validation)."""
         from vllm import SamplingParams
         self._check_weights_loaded()
-        params = SamplingParams(n=num_samples, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                max_tokens=self.cfg.max_new_tokens, logprobs=0, detokenize=False)
+        sampling = dict(temperature=0.0, n=1) if greedy else dict(temperature=self.cfg.temperature,
+                                                                  top_p=self.cfg.top_p, n=num_samples)
+        params = SamplingParams(**sampling, max_tokens=self.cfg.max_new_tokens, logprobs=0, detokenize=False)
         outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_token_ids], params,
                                     use_tqdm=False)
         results = []

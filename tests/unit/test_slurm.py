@@ -150,7 +150,9 @@ stop_file=""
 for arg in "$@"; do [[ "$arg" == train.stop_file=* ]] && stop_file="${arg#train.stop_file=}"; done
 for _ in $(seq 200); do
     if [[ -n "$FAKE_SRUN_EXIT" ]]; then exit "$FAKE_SRUN_EXIT"; fi
-    if [[ -f "$stop_file" ]]; then sleep 0.3; touch "$FAKE_DIR/srun_done"; exit 0; fi
+    if [[ -f "$stop_file" ]]; then  # the trainer checkpoints, removes the stop file, exits 0 (or FAKE_STOP_EXIT)
+        sleep 0.3; rm -f "$stop_file"; touch "$FAKE_DIR/srun_done"; exit "${FAKE_STOP_EXIT:-0}"
+    fi
     sleep 0.05
 done
 exit 99
@@ -179,20 +181,32 @@ def stage_scripts(tmp_path):
     return str(tmp_path / "launchers" / "slurm" / "train.sbatch")
 
 
-def test_train_script_checkpoints_and_requeues_on_usr1(tmp_path):
-    env, script = fake_slurm_commands(tmp_path), stage_scripts(tmp_path)
-    stop_file = tmp_path / f".gainrl-stop-{JOB_ID}"
-    stop_file.write_text("")  # left by the previous run: must not stop this one
+def start_and_signal(script, env, tmp_path):
     job = subprocess.Popen(["bash", script, *ARGS], env=env, cwd="/", stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 20
     while not (tmp_path / "srun_args").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    assert job.poll() is None, job.stdout.read()  # the old stop file was removed: the "trainer" runs on
+    assert job.poll() is None, job.stdout.read()  # a stale stop file was removed: the "trainer" runs on
     job.send_signal(signal.SIGUSR1)
     output, _ = job.communicate(timeout=30)
-    assert job.returncode == 0, output
+    return job.returncode, output
+
+
+def test_train_script_does_not_requeue_a_run_that_failed_after_the_stop_request(tmp_path):
+    env, script = fake_slurm_commands(tmp_path), stage_scripts(tmp_path)
+    returncode, output = start_and_signal(script, {**env, "FAKE_STOP_EXIT": "1"}, tmp_path)
+    assert returncode == 1 and "requeueing" not in output, output
+    assert not (tmp_path / "scontrol_calls").exists()
+
+
+def test_train_script_checkpoints_and_requeues_on_usr1(tmp_path):
+    env, script = fake_slurm_commands(tmp_path), stage_scripts(tmp_path)
+    stop_file = tmp_path / f".gainrl-stop-{JOB_ID}"
+    stop_file.write_text("")  # left by the previous run: must not stop this one (start_and_signal checks)
+    returncode, output = start_and_signal(script, env, tmp_path)
+    assert returncode == 0, output
     assert "requeueing job 4242" in output
     calls = (tmp_path / "scontrol_calls").read_text().splitlines()
     assert len(calls) == 1 and calls[0].startswith(f"requeue {JOB_ID} ") and "srun_done" in calls[0]
