@@ -37,7 +37,8 @@ def train(cfg: ExperimentConfig, curriculum: str, seed: int) -> None:
         return
     os.makedirs(out, exist_ok=True)
     launcher = os.path.join(os.path.dirname(sys.executable), "deepspeed")
-    command = [launcher, "--num_gpus", str(cfg.num_ranks), os.path.join(REPO, "launchers", "train.py"),
+    command = [launcher, "--num_gpus", str(cfg.num_ranks), "--master_port", str(dist.free_port()),  # not 29500:
+               os.path.join(REPO, "launchers", "train.py"),  # another job on this machine may hold it
                "--config", cfg.recipe, *cfg.overrides, *cfg.curricula[curriculum], f"seed={seed}",
                f"train.output_dir={out}", "validation.every_epochs=1"]
     started = time.time()
