@@ -54,12 +54,21 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
 # ---- the analysis: pure functions -------------------------------------------------------------------
 
 def epochs_to_reach(curve: list[float], target: float) -> Optional[int]:
-    """The first number of epochs after which the held-out accuracy is >= target (curve[e] = accuracy
-    after e epochs; curve[0] before training), or None if the run never reaches it."""
+    """The number of epochs from which the held-out accuracy stays >= target to the end of the run
+    (curve[e] = accuracy after e epochs; curve[0] before training), or None if it never does. "Stays":
+    a one-epoch spike of a noisy curve does not count as reaching the target."""
+    reached = None
     for epochs, accuracy in enumerate(curve):
         if accuracy >= target - 1e-12:
-            return epochs
-    return None
+            reached = epochs if reached is None else reached
+        else:
+            reached = None
+    return reached
+
+
+def sample_std(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 @dataclass
@@ -67,63 +76,83 @@ class CurriculumResult:
     name: str
     curves: dict[int, list[float]]  # seed -> accuracy after 0, 1, ..., E epochs
     epochs_to_target: dict[int, Optional[int]]  # seed -> epochs to the target (None: not reached in E)
+    mean_curve_epochs: Optional[int]  # epochs to the target of the seed-mean curve
 
     @property
     def final(self) -> np.ndarray:
         return np.array([curve[-1] for curve in self.curves.values()])
 
     @property
+    def mean_curve(self) -> np.ndarray:
+        return np.mean(list(self.curves.values()), axis=0)
+
+    @property
     def reached(self) -> list[int]:
         return [e for e in self.epochs_to_target.values() if e is not None]
 
-    def mean_epochs(self, num_epochs: int) -> float:
-        """Mean over seeds of the epochs to the target; a seed that never reaches it counts as E + 1
-        (a lower bound: it would have needed more than the budget)."""
-        return float(np.mean([num_epochs + 1 if e is None else e for e in self.epochs_to_target.values()]))
+    def censored_epochs(self, num_epochs: int) -> list[int]:
+        """Epochs to the target per seed; a seed that never reaches it counts as E + 1 (it would
+        have needed more than the budget: a lower bound)."""
+        return [num_epochs + 1 if e is None else e for e in self.epochs_to_target.values()]
 
 
 def analyse(curves: dict[str, dict[int, list[float]]], baseline: str) -> tuple[float, dict[str, CurriculumResult]]:
     """curves[curriculum][seed] -> (target accuracy, per-curriculum results). All curves must have the
-    same length (the same epoch budget)."""
+    same length (the same epoch budget). The target is the baseline's final accuracy, mean over seeds."""
     lengths = {len(c) for by_seed in curves.values() for c in by_seed.values()}
     if len(lengths) != 1:
         raise ValueError(f"runs have different numbers of validation points {sorted(lengths)}: "
                          "every run needs validation.every_epochs=1 and the same train.epochs")
     target = float(np.mean([curve[-1] for curve in curves[baseline].values()]))
-    results = {name: CurriculumResult(name, by_seed, {seed: epochs_to_reach(c, target) for seed, c in by_seed.items()})
-               for name, by_seed in curves.items()}
+    results = {}
+    for name, by_seed in curves.items():
+        mean_curve = np.mean(list(by_seed.values()), axis=0)
+        results[name] = CurriculumResult(name, by_seed, {seed: epochs_to_reach(c, target) for seed, c in by_seed.items()},
+                                         epochs_to_reach(list(mean_curve), target))
     return target, results
 
 
-def speedup(results: dict[str, CurriculumResult], baseline: str, method: str, num_epochs: int) -> float:
-    """The baseline's mean epochs to the target over the method's (> 1: the method gets there sooner)."""
-    return results[baseline].mean_epochs(num_epochs) / max(results[method].mean_epochs(num_epochs), 1e-9)
+def speedup(results: dict[str, CurriculumResult], baseline: str, method: str, num_epochs: int) -> tuple[float, str]:
+    """The baseline's epochs to the target over the method's, both from the seed-mean curves (the
+    baseline's mean curve ends at the target, so it reaches it within the budget). Returns the ratio
+    and a caveat ("" when it is a plain ratio): a method that never reaches the target counts E + 1
+    epochs (the ratio is then an upper bound); a target already met before training makes it undefined."""
+    base, meth = results[baseline].mean_curve_epochs, results[method].mean_curve_epochs
+    target = results[baseline].final.mean()
+    if results[baseline].mean_curve[0] >= target - 1e-12:
+        return float("nan"), "undefined: the target is met before training"
+    if meth is None:
+        return base / (num_epochs + 1), f"an upper bound: {method}'s mean curve never stays at the target"
+    return base / max(meth, 1e-9), ""
 
 
 def report_markdown(target: float, results: dict[str, CurriculumResult], baseline: str, method: str,
                     num_epochs: int, title: str) -> str:
     seeds = sorted(next(iter(results.values())).curves)
+    ratio, caveat = speedup(results, baseline, method, num_epochs)
     lines = [f"# {title}", "",
              f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {num_epochs} epochs per run. Target: {baseline}'s "
-             f"final held-out accuracy, mean over seeds = {100 * target:.1f}%. Epochs to target: mean +- std over "
-             f"seeds; a seed that never reaches it counts as {num_epochs + 1} (so the mean is a lower bound).", "",
-             "| curriculum | final accuracy % (mean +- std) | epochs to target (mean +- std) | seeds reaching it |"
-             " per seed |",
-             "|---|---:|---:|---:|---|"]
+             f"final held-out accuracy, mean over seeds = {100 * target:.1f}%. Epochs to target: the epoch from which "
+             "the accuracy stays at or above it to the end. Per seed as mean +- sample std over seeds, a seed that "
+             f"never gets there counting {num_epochs + 1} (so such means are lower bounds); and for the seed-mean "
+             "curve.", "",
+             "| curriculum | final accuracy % (mean +- std) | epochs to target, per seed (mean +- std) | "
+             "seeds reaching it | per seed | epochs to target, mean curve |",
+             "|---|---:|---:|---:|---|---:|"]
     for name, result in results.items():
-        epochs = [num_epochs + 1 if e is None else e for e in result.epochs_to_target.values()]
+        epochs = result.censored_epochs(num_epochs)
         per_seed = ", ".join("-" if e is None else str(e) for e in result.epochs_to_target.values())
-        lines.append(f"| {name} | {100 * result.final.mean():.1f} +- {100 * result.final.std():.1f} | "
-                     f"{np.mean(epochs):.2f} +- {np.std(epochs):.2f} | {len(result.reached)}/{len(epochs)} | "
-                     f"{per_seed} |")
+        mean_curve = "-" if result.mean_curve_epochs is None else str(result.mean_curve_epochs)
+        lines.append(f"| {name} | {100 * result.final.mean():.1f} +- {100 * sample_std(result.final):.1f} | "
+                     f"{np.mean(epochs):.2f} +- {sample_std(epochs):.2f} | {len(result.reached)}/{len(epochs)} | "
+                     f"{per_seed} | {mean_curve} |")
     lines += ["", "Held-out accuracy % after each epoch (mean over seeds):", "",
               "| curriculum | " + " | ".join(str(e) for e in range(num_epochs + 1)) + " |",
               "|---|" + "---:|" * (num_epochs + 1)]
     for name, result in results.items():
-        mean = np.mean(list(result.curves.values()), axis=0)
-        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in mean) + " |")
-    lines += ["", f"speed-up of {method} over {baseline} (mean epochs to target, {baseline} / {method}): "
-              f"{speedup(results, baseline, method, num_epochs):.2f}", ""]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in result.mean_curve) + " |")
+    lines += ["", f"speed-up of {method} over {baseline} (epochs to target of the seed-mean curves, {baseline} / "
+              f"{method}): {ratio:.2f}" + (f" ({caveat})" if caveat else ""), ""]
     return "\n".join(lines)
 
 
@@ -135,7 +164,7 @@ def plot_curves(path: str, target: float, results: dict[str, CurriculumResult], 
     for name, result in results.items():
         curves = np.array(list(result.curves.values()))
         epochs = np.arange(curves.shape[1])
-        mean, std = curves.mean(axis=0), curves.std(axis=0)
+        mean, std = curves.mean(axis=0), curves.std(axis=0, ddof=1) if len(curves) > 1 else 0 * curves[0]
         line, = ax.plot(epochs, 100 * mean, marker="o", ms=3, label=f"{name} ({len(curves)} seeds)")
         ax.fill_between(epochs, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.15)
     ax.axhline(100 * target, color="black", ls=":", lw=1, label="target (baseline's final, mean)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -57,6 +58,10 @@ def build_ordering(columns: dict, order: str, descending: bool, seed: int) -> np
     if len(bad):
         raise ValueError(f"config key 'sampler.order': column {order!r} has {len(bad)} non-finite values "
                          f"(first at row {bad[0]}: {values[bad[0]]})")
+    if len(values) > 1 and np.all(values == values[0]):
+        warnings.warn(f"sampler.order={order}: every row has the same value ({values[0]:g}), so the order is the "
+                      "data file's own: this curriculum is then a fixed permutation, not an ordering by "
+                      f"{order}", stacklevel=2)
     return np.argsort(-values if descending else values, kind="stable").astype(np.int64)
 
 

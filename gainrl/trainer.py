@@ -426,6 +426,10 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
         if heldout is None:
             return
         accuracy, num_rows = validation_accuracy(heldout, rollout, tokenizer, reward)
+        # as after a step: the KV cache freed before the learner's next gather (sleep drops the weights, too)
+        rollout.sleep()
+        rollout.wake(["weights"])
+        push_weights(policy, rollout, cfg.rollout.push_bucket_mib << 20, weight_targets)
         validation_file.write({"epoch": epochs_done, "step": state.step, "accuracy": accuracy, "num_rows": num_rows})
         tracker.log({"validation_accuracy": accuracy}, state.step)
         metrics.log(f"validation after {epochs_done} epochs (step {state.step}): greedy accuracy {accuracy:.3f} "

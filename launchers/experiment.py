@@ -14,8 +14,9 @@ import sys
 import time
 
 from gainrl import dist, metrics
-from gainrl.config import load_config
+from gainrl.config import TrainRunConfig, load_config
 from gainrl.experiment import ExperimentConfig, analyse, plot_curves, report_markdown, speedup, validate_experiment
+from gainrl.trainer import changed_keys, config_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,17 +31,36 @@ def read_curve(path: str) -> list[float]:
     return [records[e] for e in sorted(records)]
 
 
+def train_args(cfg: ExperimentConfig, curriculum: str, seed: int) -> list[str]:
+    """launchers/train.py's arguments for one run: the recipe, the shared overrides, the curriculum's, the seed."""
+    return ["--config", cfg.recipe, *cfg.overrides, *cfg.curricula[curriculum], f"seed={seed}",
+            f"train.output_dir={run_dir(cfg, curriculum, seed)}", "validation.every_epochs=1"]
+
+
+def finished_with_these_settings(cfg: ExperimentConfig, curriculum: str, seed: int) -> bool:
+    """A run that finished counts only if it was trained with the settings this experiment asks for."""
+    out = run_dir(cfg, curriculum, seed)
+    if not os.path.isdir(os.path.join(out, "final")):
+        return False
+    with open(os.path.join(out, "run.json")) as f:
+        done = json.load(f)["config"]
+    wanted = config_dict(load_config(train_args(cfg, curriculum, seed), TrainRunConfig))
+    changed = [k for k in changed_keys(done, wanted) if k != "train.output_dir"]
+    if changed:
+        raise ValueError(f"{out} finished with other settings ({changed}): remove it or choose another output_dir")
+    return True
+
+
 def train(cfg: ExperimentConfig, curriculum: str, seed: int) -> None:
     out = run_dir(cfg, curriculum, seed)
-    if os.path.isdir(os.path.join(out, "final")):
+    if finished_with_these_settings(cfg, curriculum, seed):
         metrics.log(f"{curriculum} seed {seed}: finished earlier ({out})")
         return
     os.makedirs(out, exist_ok=True)
     launcher = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     command = [launcher, "--num_gpus", str(cfg.num_ranks), "--master_port", str(dist.free_port()),  # not 29500:
                os.path.join(REPO, "launchers", "train.py"),  # another job on this machine may hold it
-               "--config", cfg.recipe, *cfg.overrides, *cfg.curricula[curriculum], f"seed={seed}",
-               f"train.output_dir={out}", "validation.every_epochs=1"]
+               *train_args(cfg, curriculum, seed)]
     started = time.time()
     with open(os.path.join(out, "train.log"), "w") as log:
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
@@ -70,8 +90,10 @@ def main(argv: list[str]) -> None:
     plot_curves(os.path.join(cfg.output_dir, "accuracy.png"), target, results, title)
     print(report)
     print(f"report: {cfg.output_dir}/report.md, plot: {cfg.output_dir}/accuracy.png")
-    print(f"speedup_vs_{cfg.baseline}={speedup(results, cfg.baseline, cfg.method, num_epochs):.2f} "
-          f"seeds={len(cfg.seeds)}")
+    ratio, caveat = speedup(results, cfg.baseline, cfg.method, num_epochs)
+    if caveat:
+        print(f"note: the speed-up is {caveat}")
+    print(f"speedup_vs_{cfg.baseline}={ratio:.2f} seeds={len(cfg.seeds)}")
 
 
 if __name__ == "__main__":

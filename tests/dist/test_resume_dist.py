@@ -30,7 +30,8 @@ TIMING_KEYS = ("elapsed_s", "tokens_per_s")
 def command(inputs, run_dir, *overrides):
     return [os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "launchers/train.py", "--config", DEMO,
             f"model.path={inputs}/model", f"data.path={inputs}/train.jsonl", f"scorer.output_dir={inputs}/scores",
-            f"train.output_dir={run_dir}", "log.tensorboard=false", *overrides]
+            f"data.build_arithmetic.test_path={inputs}/test.jsonl", f"validation.path={inputs}/test.jsonl",
+            "validation.every_epochs=1", f"train.output_dir={run_dir}", "log.tensorboard=false", *overrides]
 
 
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -109,6 +110,8 @@ def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_
     assert [r["step"] for r in pieced] == [1, 2, 3, 4, 5, 6]
     assert without_timings(pieced) == without_timings(one_go)  # losses, rewards, mu, grad norms: bitwise
     assert records(run_dir / "draws.jsonl") == records(uninterrupted / "draws.jsonl")
+    assert [r["epoch"] for r in records(run_dir / "validation.jsonl")] == [0, 1, 2, 3]
+    assert records(run_dir / "validation.jsonl") == records(uninterrupted / "validation.jsonl")
     a, b = load_file(str(uninterrupted / "final" / "model.safetensors")), load_file(str(run_dir / "final" /
                                                                                          "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -17,6 +17,7 @@ DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
 def train(tmp_path, *overrides):
     cmd = [os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "launchers/train.py", "--config", DEMO,
            f"model.path={tmp_path}/model", f"data.path={tmp_path}/train.jsonl", f"scorer.output_dir={tmp_path}/scores",
+           f"data.build_arithmetic.test_path={tmp_path}/test.jsonl", f"validation.path={tmp_path}/test.jsonl",
            f"train.output_dir={tmp_path}/run", *overrides]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -70,8 +70,15 @@ RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "launchers", "reci
 
 @pytest.mark.parametrize("recipe", sorted(glob.glob(os.path.join(RECIPES, "*.yaml"))), ids=os.path.basename)
 def test_shipped_recipes_load(recipe):
-    schema = Config if os.path.basename(recipe).startswith("score_") else TrainRunConfig
-    load_config(["--config", recipe], schema)
+    name = os.path.basename(recipe)
+    if name.startswith("experiment_"):  # an experiment over a training recipe (launchers/experiment.py)
+        from gainrl.experiment import ExperimentConfig, validate_experiment
+        experiment = load_config(["--config", recipe], ExperimentConfig, validator=validate_experiment)
+        load_config(["--config", experiment.recipe, *experiment.overrides], TrainRunConfig)
+        for overrides in experiment.curricula.values():
+            load_config(["--config", experiment.recipe, *experiment.overrides, *overrides], TrainRunConfig)
+        return
+    load_config(["--config", recipe], Config if name.startswith("score_") else TrainRunConfig)
 
 
 def test_training_sections_are_checked(tmp_path):

@@ -344,3 +344,13 @@ def test_uniform_draws_fresh_subsets_and_only_counts_epochs():
     z = (counts / 2000 - inclusion) / math.sqrt(inclusion * (1 - inclusion) / 2000)
     assert np.abs(z).max() < 5
     assert len(batches) > 1800  # fresh subsets: 15504 possible, ~1875 distinct expected in 2000 draws
+
+
+def test_an_order_by_a_constant_column_warns_that_it_is_the_file_order():
+    import warnings
+    with pytest.warns(UserWarning, match="every row has the same value"):
+        order = build_ordering({"prompt_tokens": [126, 126, 126]}, "prompt_tokens", False, 0)
+    assert order.tolist() == [0, 1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_ordering({"prompt_tokens": [126, 127, 126]}, "prompt_tokens", False, 0)
