@@ -387,12 +387,12 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
 
     state = LoopState()
     if resume_from is not None:
-        saved = checkpoint.load(policy, resume_from)
-        if saved["dataset_fingerprint"] != data.fingerprint:
+        restored = checkpoint.load(policy, resume_from)
+        if restored["dataset_fingerprint"] != data.fingerprint:
             raise ValueError(f"config key 'data.path': {cfg.data.path} is not the data checkpoint {resume_from} "
                              "was trained on (its rows differ)")
-        state = LoopState(**saved["loop"])
-        sampler.load_state_dict(saved["sampler"])
+        state = LoopState(**restored["loop"])
+        sampler.load_state_dict(restored["sampler"])
         push_weights(policy, rollout, cfg.rollout.push_bucket_mib << 20, weight_targets)  # vLLM had the start weights
         checkpoint.restore_rng(resume_from)  # last: vLLM's start-up seeds the global generators
         metrics.log(f"resumed from {resume_from}: step {state.step}, epoch {state.epoch}")
