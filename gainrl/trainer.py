@@ -261,7 +261,6 @@ class LoopState:
     step: int = 0  # optimizer steps done
     epoch: int = 0  # the epoch in progress (or the next one, when `indices` is None)
     indices: Optional[list[int]] = None  # the epoch's draw, while the epoch is in progress
-    mu: Optional[float] = None  # the Gaussian's centre the epoch was drawn with
     step_in_epoch: int = 0  # steps of the epoch done
     correct: float = 0.0  # the epoch's sums for the sampler update: correct rollouts, angle, rollouts
     angle: float = 0.0
@@ -443,13 +442,12 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
             validate(0)
         for epoch in range(state.epoch, cfg.train.epochs):
             if state.indices is None:  # a new epoch: rank 0 draws, every rank trains on its draw
-                mu = sampler.mu
                 indices = draw_on_rank0_and_broadcast(sampler)
                 dist.check_same_on_every_rank(indices, "the epoch's prompt indices")
                 positions = sampler.last_positions  # drawn on rank 0, which alone writes the file
-                draws_file.write({"epoch": epoch, "mu": mu, "indices": indices.tolist(),
+                draws_file.write({"epoch": epoch, "mu": sampler.mu, "indices": indices.tolist(),
                                   "positions": None if positions is None else positions.tolist()})
-                state = LoopState(step=state.step, epoch=epoch, indices=indices.tolist(), mu=mu,
+                state = LoopState(step=state.step, epoch=epoch, indices=indices.tolist(),
                                   skipped_steps=state.skipped_steps, nonfinite_in_a_row=state.nonfinite_in_a_row)
             chunks = np.split(np.asarray(state.indices, dtype=np.int64), steps_per_epoch)
             for chunk in chunks[state.step_in_epoch:]:
@@ -463,7 +461,7 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
                 skipped = record["skipped_updates"] > 0 or record["nonfinite_losses"] > 0
                 state.nonfinite_in_a_row = state.nonfinite_in_a_row + 1 if skipped else 0
                 state.skipped_steps += skipped
-                record = {"step": state.step, "epoch": epoch, "mu": state.mu, **record,
+                record = {"step": state.step, "epoch": epoch, "mu": sampler.mu, **record,  # moves after the epoch
                           "skipped_steps": state.skipped_steps, "elapsed_s": time.time() - start}
                 metrics_file.write(record)
                 tracker.log(record, state.step)
@@ -471,7 +469,7 @@ def train(cfg: TrainRunConfig, info: dist.DistInfo) -> dict:
                     metrics.log(f"step {state.step} skipped: non-finite loss or gradients "
                                 f"({state.nonfinite_in_a_row} in a row, {state.skipped_steps} in all)")
                 bar.update(1)
-                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", mu="-" if state.mu is None else f"{state.mu:.0f}")
+                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", mu="-" if sampler.mu is None else f"{sampler.mu:.0f}")
                 diverged = state.nonfinite_in_a_row >= cfg.train.max_nonfinite_steps
                 stop = stop_requested(cfg)
                 every = cfg.train.checkpoint_every
