@@ -44,12 +44,12 @@ def load_prompts(args, model_path: str, limit: int):
     from gainrl.config import DataConfig, PromptConfig
     from gainrl.data import load_rows
     from gainrl.prompts import PromptBuilder
-    from gainrl.scorer import load_tokenizer
+    from gainrl.models import load_tokenizer, pad_token_id
     tokenizer = load_tokenizer(model_path)
     rows = load_rows(DataConfig(path=args.data, limit=limit)).rows
     builder = PromptBuilder(tokenizer, PromptConfig())
     prompts = [builder.build(row.problem) for row in rows]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     return rows, prompts, pad_id
 
 

@@ -26,7 +26,7 @@ from gainrl.evaluation.generate import EvalGenerator  # noqa: E402
 from gainrl.evaluation.grading import Graders  # noqa: E402
 from gainrl.evaluation.report import checkpoint_table, previous_summaries, write_checkpoint_summary  # noqa: E402
 from gainrl.evaluation.results import open_run  # noqa: E402
-from gainrl.prefill import checkpoint_fingerprint  # noqa: E402
+from gainrl.models import checkpoint_fingerprint  # noqa: E402
 from gainrl.prompts import PromptBuilder  # noqa: E402
 
 FLAGS = {"--model": "model.path", "--benchmarks": "benchmarks", "--limit": "limit", "--name": "name",

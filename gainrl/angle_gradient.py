@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .algo import group_advantages, local_normalizer, policy_loss
+from .algo import group_advantages, local_normalizer, micro_batches, pack_sequences, policy_loss
 from .engine import forward_logprobs
-from .trainer import micro_batches, pack_sequences
 
 MIN_BIN_SIZE = 3  # a Spearman correlation of fewer points is meaningless
 

@@ -1,4 +1,4 @@
-"""Training checkpoints: written every N steps, the newest K kept, resumed exactly.
+"""Training checkpoints: written every N steps, the newest K kept, resumed exactly; the stop file.
 
 Layout, one folder per checkpoint:
 
@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from . import dist, metrics
+from .config import TrainRunConfig, changed_keys, config_dict
+from .models import save_hf_metadata
 
 CHECKPOINTS = "checkpoints"
 PARTIAL = ".partial"
@@ -96,13 +98,12 @@ def _rng_file(path: str, rank: int) -> str:
 # ---- save and load ----------------------------------------------------------------------------------
 
 def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> str:
-    """Every rank: write checkpoint `step_<train_state["step"]>` of the DeepSpeed engine `policy`, then
+    """Every rank: write checkpoint `step_<train_state["step"]>` of `policy` (engine.DeepSpeedModel), then
     delete all but the newest `keep` complete checkpoints. Returns the checkpoint's folder.
 
     A write error (a full disk, a quota) raises on the rank that hit it, naming the checkpoint and
     the last complete one, which is untouched; the launcher then stops the other ranks (or they fail
     in their next collective). A save first removes the .partial folders such failures leave."""
-    from .export import save_hf_metadata
     root = os.path.join(output_dir, CHECKPOINTS)
     name = checkpoint_name(train_state["step"])
     final, partial = os.path.join(root, name), os.path.join(root, name + PARTIAL)
@@ -116,7 +117,7 @@ def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> st
         if dist.is_rank0():
             os.makedirs(partial)
         dist.barrier()
-        policy.save_checkpoint(root, tag=name + PARTIAL, save_latest=False)
+        policy.save_checkpoint(root, name + PARTIAL)
         os.makedirs(os.path.dirname(_rng_file(partial, rank)), exist_ok=True)
         torch.save(rng_states(), _rng_file(partial, rank))
         if dist.is_rank0():
@@ -159,7 +160,7 @@ def _fsync_dir(path: str) -> None:
 
 
 def load(policy, path: str) -> dict:
-    """Every rank: restore the DeepSpeed engine (weights, optimizer, LR scheduler) from checkpoint
+    """Every rank: restore the policy (weights, optimizer, LR scheduler) from checkpoint
     `path`; returns its train state. The RNG states are restored separately (restore_rng), last,
     once everything that seeds or draws at start-up has run."""
     state = read_train_state(path)
@@ -169,11 +170,96 @@ def load(policy, path: str) -> dict:
                          f"{world_size}: resume on {state['world_size']} ranks, or export it "
                          f"(launchers/export.py) and start a new run from the exported model")
     root, tag = os.path.split(os.path.normpath(path))
-    loaded, _ = policy.load_checkpoint(root, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
-    if loaded is None:
+    if not policy.load_checkpoint(root, tag):
         raise RuntimeError(f"DeepSpeed found no checkpoint to load in {path}")
     return state
 
 
 def restore_rng(path: str) -> None:
     set_rng_states(torch.load(_rng_file(path, dist.get_rank()), weights_only=False))
+
+
+# ---- the run's checkpoints, once per step ------------------------------------------------------------
+
+class Checkpointer:
+    """Saves the run's checkpoints: at most once per step (the end of training may fall on a periodic
+    save), each with the run's fixed facts (data fingerprint, world size, config) beside the loop's state."""
+
+    def __init__(self, policy, tokenizer, cfg: TrainRunConfig, dataset_fingerprint: str,
+                 resumed_from: Optional[str] = None, resumed_step: Optional[int] = None):
+        self.policy, self.tokenizer = policy, tokenizer
+        self.output_dir, self.keep = cfg.train.output_dir, cfg.train.keep_checkpoints
+        self.fixed = {"dataset_fingerprint": dataset_fingerprint, "world_size": dist.get_world_size(),
+                      "config": config_dict(cfg)}
+        self.last_step, self.last_path = resumed_step, resumed_from
+
+    def save(self, step: int, loop: dict, sampler: dict) -> str:
+        """Every rank: checkpoint `step` (unless saved already); returns its folder."""
+        if step != self.last_step:
+            train_state = {"step": step, "loop": loop, "sampler": sampler, **self.fixed}
+            self.last_path = save(self.policy, self.tokenizer, self.output_dir, train_state, self.keep)
+            self.last_step = step
+        return self.last_path
+
+
+# ---- where a run continues from ---------------------------------------------------------------------
+
+# keys a resumed run may change; any other difference from the checkpoint's config is refused
+RESUMABLE_CHANGES = ("train.epochs", "train.resume", "train.output_dir", "train.checkpoint_every",
+                     "train.keep_checkpoints", "train.max_nonfinite_steps", "train.stop_file", "dist.", "log.", "reward.num_workers",
+                     "rollout.cpu_kv_cache_gib", "rollout.gpu_memory_utilization", "scorer.")
+
+
+def resume_point(cfg: TrainRunConfig) -> Optional[str]:
+    """The checkpoint to continue from (train.resume), or None for a fresh run. Rank 0 looks (the ranks
+    of a shared file system may see it at different moments) and every rank gets its answer or error."""
+    def look() -> tuple[Optional[str], Optional[str]]:
+        try:
+            return find_resume_point(cfg), None
+        except ValueError as e:
+            return None, str(e)
+    path, error = dist.broadcast_from_rank0(look() if dist.is_rank0() else None)
+    if error is not None:
+        raise ValueError(error)
+    return path
+
+
+def find_resume_point(cfg: TrainRunConfig) -> Optional[str]:
+    out = cfg.train.output_dir
+    path = find_resume_checkpoint(cfg.train.resume, out)
+    existing = complete_checkpoints(out)
+    if path is None and existing:
+        raise ValueError(f"config key 'train.resume': {out} holds checkpoints of an earlier run; "
+                         "continue it with train.resume=auto or choose another train.output_dir")
+    if path is None:
+        return None
+    step = read_train_state(path)["step"]
+    later = [p for p in existing if read_train_state(p)["step"] > step]
+    if later:  # a second history in the same folder would mix with the first one's checkpoints and logs
+        raise ValueError(f"config key 'train.resume': {out} holds checkpoints after {path} ({later[-1]}); "
+                         "to branch from it, set another train.output_dir")
+    changed = [key for key in changed_keys(read_train_state(path)["config"], config_dict(cfg))
+               if not key.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        raise ValueError(f"config key '{changed[0]}': differs from the config of checkpoint {path} "
+                         f"(all that differ: {changed}); resume with the same settings or start a new "
+                         "train.output_dir")
+    return path
+
+
+# ---- the stop file ----------------------------------------------------------------------------------
+
+class StopFile:
+    """`train.stop_file` (default <output_dir>/STOP): its presence asks the run to checkpoint and stop
+    (slurm's time-limit signal touches it). Rank 0 looks; every rank gets the answer."""
+
+    def __init__(self, cfg: TrainRunConfig):
+        self.path = cfg.train.stop_file or os.path.join(cfg.train.output_dir, "STOP")
+
+    def requested(self) -> bool:
+        return bool(dist.broadcast_from_rank0(dist.is_rank0() and os.path.exists(self.path)))
+
+    def honoured(self) -> None:
+        """Remove it: a resumed run must not stop on it again."""
+        if dist.is_rank0():
+            os.remove(self.path)

@@ -205,6 +205,23 @@ class TrainRunConfig(Config):
     log: LogConfig = field(default_factory=LogConfig)
 
 
+def config_dict(cfg) -> dict:
+    """A typed config as plain nested dicts (what run files and checkpoints record)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 def parse_args(argv: list[str]) -> tuple[Optional[str], list[str]]:
     """Split `--config PATH` and `key=value` overrides; drop the launcher's --local_rank."""
     config_path, overrides = None, []

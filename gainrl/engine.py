@@ -1,4 +1,4 @@
-"""The policy and the reference model under DeepSpeed: build, per-token log-probs, backward and step.
+"""The policy and the reference model under DeepSpeed: build, per-token log-probs, backward and step, save and load.
 
 The policy is loaded partitioned (ZeRO-3, via transformers' HfDeepSpeedConfig) or replicated
 (ZeRO-2), with DeepSpeed's optimizer from the JSON in ds_configs/ whose "auto" values are
@@ -6,19 +6,26 @@ filled from gainrl's config in one place (gainrl/ds_config.py). The reference mo
 KL term, is partitioned the same way, inference only, and not built when the KL coefficient
 is 0. A forward pre-hook on one decoder layer's MLP (found by module structure) gives the
 training-time angle signal from the same forward that computes the log-probs.
+
+`DeepSpeedModel` is what the trainer holds: the few calls the loop makes of a learner (the
+trainer's `Policy` protocol), with DeepSpeed's conventions kept here, e.g. its averaging of
+gradients over the data-parallel ranks, undone in `backward`.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Optional
 
 import torch
 from torch import nn
 
-from . import angles
+from . import angles, dist
 from .algo.logprobs import sequence_entropy, sequence_logprobs
 from .config import TrainRunConfig
 from .ds_config import load_ds_config
-from .prefill import find_decoder_layers, find_mlp, resolve_dtype, resolve_layer
+from .models import (dtype_name, find_decoder_layers, find_mlp, load_causal_lm, load_model_config, resolve_dtype,
+                     resolve_layer, save_hf_metadata)
 
 
 class MlpInputProbe:
@@ -37,62 +44,6 @@ class MlpInputProbe:
     def _hook(self, module, args):
         if self.enabled:
             self.captured = args[0].detach()
-
-
-def load_causal_lm(path: str, dtype: torch.dtype, attn_implementation: str, ds_config: dict) -> nn.Module:
-    """from_pretrained, partitioned across ranks as it loads when ds_config is ZeRO-3."""
-    from transformers import AutoModelForCausalLM
-    from transformers.integrations import HfDeepSpeedConfig
-    keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841  (ZeRO-3: from_pretrained partitions while alive)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
-
-
-def build_policy(cfg: TrainRunConfig, device: torch.device, gradient_accumulation_steps: int):
-    """The trainable policy as a DeepSpeed engine, and its angle probe."""
-    import deepspeed
-    from transformers import AutoConfig
-    dtype = resolve_dtype(cfg.model.dtype, device)
-    hidden_size = AutoConfig.from_pretrained(cfg.model.path).hidden_size
-    optimizer = {"lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "weight_decay": cfg.optim.weight_decay,
-                 "torch_adam": device.type != "cuda"}  # DeepSpeed's fused Adam needs a CUDA build
-    ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=str(dtype).removeprefix("torch."),
-                               micro_batch_size=cfg.train.micro_batch_size,
-                               gradient_accumulation_steps=gradient_accumulation_steps,
-                               gradient_clipping=cfg.optim.grad_clip, optimizer=optimizer)
-    model = load_causal_lm(cfg.model.path, dtype, cfg.model.attn_implementation, ds_config)
-    if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    model.config.use_cache = False
-    probe = MlpInputProbe(model, cfg.scorer.layer)
-    warmup = cfg.optim.warmup_steps
-
-    def constant_after_warmup(optimizer):
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
-
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
-                                                                     if p.requires_grad],
-                                      config=ds_config, lr_scheduler=constant_after_warmup)
-    return engine, probe
-
-
-def build_reference(cfg: TrainRunConfig, device: torch.device):
-    """The frozen reference policy for the KL term (partitioned like the policy), or None if kl_coef is 0."""
-    if cfg.grpo.kl_coef == 0:
-        return None
-    import deepspeed
-    from transformers import AutoConfig
-    dtype = resolve_dtype(cfg.model.dtype, device)
-    hidden_size = AutoConfig.from_pretrained(cfg.model.path).hidden_size
-    ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=str(dtype).removeprefix("torch."),
-                               micro_batch_size=cfg.train.micro_batch_size, gradient_clipping=cfg.optim.grad_clip)
-    zero = ds_config.get("zero_optimization", {})
-    if zero.get("stage", 0) != 3:  # nothing to shard without an optimizer: a plain replica
-        ds_config["zero_optimization"] = {"stage": 0}
-    model = load_causal_lm(cfg.model.path, dtype, cfg.model.attn_implementation, ds_config)
-    model.requires_grad_(False)
-    engine, *_ = deepspeed.initialize(model=model, config=ds_config)
-    engine.eval()
-    return engine
 
 
 def forward_logprobs(module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -117,24 +68,115 @@ def forward_logprobs(module, input_ids: torch.Tensor, attention_mask: torch.Tens
     return logp, entropy, angle
 
 
-def save_hf_model(policy, tokenizer, out_dir: str) -> None:
-    """Every rank: gather the (ZeRO-3 partitioned) weights; rank 0 writes a transformers folder to out_dir
-    (built as out_dir.partial and renamed, so a kill never leaves a folder that looks complete)."""
-    import os
-    import shutil
+class DeepSpeedModel:
+    """A DeepSpeed engine as the trainer uses it (the policy, or the frozen reference)."""
 
-    from . import dist
-    from .export import save_hf_metadata
-    model = policy.module
-    if policy.zero_optimization_partition_weights():
-        state_dict = policy._zero3_consolidated_16bit_state_dict()  # collective: every rank calls it
-    else:
-        state_dict = model.state_dict()
-    if dist.is_rank0():
-        staging = out_dir.rstrip("/") + ".partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging, state_dict=state_dict)
-        save_hf_metadata(model, tokenizer, staging)  # the config with the KV cache back on
-        shutil.rmtree(out_dir, ignore_errors=True)  # a resumed run that had finished exports again
-        os.rename(staging, out_dir)
-    dist.barrier()
+    def __init__(self, engine, probe: Optional[MlpInputProbe] = None):
+        self.engine = engine
+        self.probe = probe
+        self.device = engine.device
+
+    @property
+    def module(self) -> nn.Module:
+        """The transformers model inside (ZeRO-3 partitioned or not)."""
+        return self.engine.module
+
+    def train(self, mode: bool = True) -> None:
+        self.engine.train(mode)
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, temperature: float,
+                 with_entropy: bool = False, with_angle: bool = False):
+        """(log-probs [B, T-1], entropy [B, T-1] or None, angle signal [B] or None) of one micro-batch."""
+        probe = self.probe if with_angle else None
+        return forward_logprobs(self.engine, input_ids.to(self.device), attention_mask.to(self.device), probe,
+                                with_entropy=with_entropy, temperature=temperature)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate d(loss)/d(weights). DeepSpeed averages gradients over the data-parallel ranks;
+        the losses are already normalised by the step's global count, so the average is undone to
+        keep the global sum (and the step equal to the 1-process one)."""
+        self.engine.backward(loss * dist.get_world_size(), scale_wrt_gas=False)
+
+    def step(self) -> None:
+        """DeepSpeed steps the optimizer at the last micro-batch of the accumulation only."""
+        self.engine.step()
+
+    def was_step_applied(self) -> bool:
+        """False when DeepSpeed skipped the last optimizer step (non-finite gradients)."""
+        return self.engine.was_step_applied()
+
+    def grad_norm(self) -> Optional[float]:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else None
+
+    def save_checkpoint(self, root: str, tag: str) -> None:
+        """Every rank: DeepSpeed's files (weights, optimizer, LR scheduler) into root/tag."""
+        self.engine.save_checkpoint(root, tag=tag, save_latest=False)
+
+    def load_checkpoint(self, root: str, tag: str) -> bool:
+        loaded, _ = self.engine.load_checkpoint(root, tag=tag, load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        return loaded is not None
+
+    def save_hf(self, tokenizer, out_dir: str) -> None:
+        """Every rank: gather the (ZeRO-3 partitioned) weights; rank 0 writes a transformers folder to
+        out_dir (built as out_dir.partial and renamed, so a kill never leaves a folder that looks complete)."""
+        model = self.module
+        if self.engine.zero_optimization_partition_weights():
+            state_dict = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank calls it
+        else:
+            state_dict = model.state_dict()
+        if dist.is_rank0():
+            staging = out_dir.rstrip("/") + ".partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            model.save_pretrained(staging, state_dict=state_dict)
+            save_hf_metadata(model, tokenizer, staging)  # the config with the KV cache back on
+            shutil.rmtree(out_dir, ignore_errors=True)  # a resumed run that had finished exports again
+            os.rename(staging, out_dir)
+        dist.barrier()
+
+
+def build_policy(cfg: TrainRunConfig, device: torch.device, gradient_accumulation_steps: int) -> DeepSpeedModel:
+    """The trainable policy as a DeepSpeed engine, with its angle probe."""
+    import deepspeed
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    hidden_size = load_model_config(cfg.model.path).hidden_size
+    optimizer = {"lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "weight_decay": cfg.optim.weight_decay,
+                 "torch_adam": device.type != "cuda"}  # DeepSpeed's fused Adam needs a CUDA build
+    ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=dtype_name(dtype),
+                               micro_batch_size=cfg.train.micro_batch_size,
+                               gradient_accumulation_steps=gradient_accumulation_steps,
+                               gradient_clipping=cfg.optim.grad_clip, optimizer=optimizer)
+    model = load_causal_lm(cfg.model.path, dtype, cfg.model.attn_implementation, ds_config)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    probe = MlpInputProbe(model, cfg.scorer.layer)
+    warmup = cfg.optim.warmup_steps
+
+    def constant_after_warmup(optimizer):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
+                                                                     if p.requires_grad],
+                                      config=ds_config, lr_scheduler=constant_after_warmup)
+    return DeepSpeedModel(engine, probe)
+
+
+def build_reference(cfg: TrainRunConfig, device: torch.device) -> Optional[DeepSpeedModel]:
+    """The frozen reference policy for the KL term (partitioned like the policy), or None if kl_coef is 0."""
+    if cfg.grpo.kl_coef == 0:
+        return None
+    import deepspeed
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    hidden_size = load_model_config(cfg.model.path).hidden_size
+    ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=dtype_name(dtype),
+                               micro_batch_size=cfg.train.micro_batch_size, gradient_clipping=cfg.optim.grad_clip)
+    zero = ds_config.get("zero_optimization", {})
+    if zero.get("stage", 0) != 3:  # nothing to shard without an optimizer: a plain replica
+        ds_config["zero_optimization"] = {"stage": 0}
+    model = load_causal_lm(cfg.model.path, dtype, cfg.model.attn_implementation, ds_config)
+    model.requires_grad_(False)
+    engine, *_ = deepspeed.initialize(model=model, config=ds_config)
+    engine.eval()
+    return DeepSpeedModel(engine)

@@ -3,7 +3,7 @@
 A checkpoint folder (`<output_dir>/checkpoints/step_NNNNNNNN/`) holds DeepSpeed's own files,
 one set per rank (ZeRO-3 partitions every weight across the ranks), and an `hf/` folder with
 everything of the model but its weights (config, generation config, tokenizer), written by
-rank 0 at save time with `save_hf_metadata`. `export_checkpoint` joins the two offline, on
+rank 0 at save time with `models.save_hf_metadata`. `export_checkpoint` joins the two offline, on
 CPU, with no process group: DeepSpeed's own consolidation (deepspeed.utils.zero_to_fp32)
 rebuilds each full fp32 weight from the ranks' optimizer partitions, the model is built from
 `hf/config.json` on the meta device (no random init, no download), loaded strictly, and written
@@ -13,7 +13,6 @@ with `save_pretrained` (safetensors, sharded by transformers when large).
 """
 from __future__ import annotations
 
-import copy
 import glob
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from .checkpoint import CHECKPOINTS, complete_checkpoints
 from .checkpoint import PARTIAL as PARTIAL_SUFFIX  # a folder still being written; never complete
 from .metrics import log, progress
 
@@ -32,22 +32,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # weights ("bf16_zero_pp_rank_..." when training in bf16).
 MODEL_STATES = "*mp_rank_00_model_states.pt"
 ZERO_OPTIM_STATES = "*zero_pp_rank_*_optim_states.pt"
-
-
-def save_hf_metadata(model, tokenizer, out_dir: str) -> None:
-    """Rank 0: write model.config, model.generation_config (when it has one) and the tokenizer to out_dir.
-
-    These are the parts of a transformers folder that a sharded checkpoint does not hold. The trainer
-    turns the KV cache off for training (`use_cache=False`); that is no property of the model, so the
-    written config has it back on, as the model had it before training.
-    """
-    os.makedirs(out_dir, exist_ok=True)
-    config = copy.deepcopy(model.config)
-    config.use_cache = True
-    config.save_pretrained(out_dir)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
 
 
 def export_checkpoint(checkpoint_dir: str, out_dir: str, dtype: Optional[str] = None) -> str:
@@ -94,7 +78,6 @@ def export_checkpoint(checkpoint_dir: str, out_dir: str, dtype: Optional[str] = 
 def find_checkpoint(path: str) -> str:
     """`path` itself if it names a step_* (or .partial) folder, else the newest complete checkpoint of
     `path` taken as a run's output_dir or as its checkpoints/ folder."""
-    from .checkpoint import CHECKPOINTS, complete_checkpoints
     path = os.path.abspath(path.rstrip("/"))
     if os.path.basename(path).startswith("step_"):
         return path  # check_checkpoint_dir says what is wrong with a .partial or missing folder
@@ -131,7 +114,7 @@ def check_checkpoint_dir(checkpoint_dir: str) -> tuple[str, int]:
     hf_dir = os.path.join(checkpoint_dir, HF_METADATA_DIR)
     if not os.path.isfile(os.path.join(hf_dir, "config.json")):
         raise ValueError(f"{hf_dir}/config.json not found: the checkpoint lacks the model's config and tokenizer "
-                         "(written at save time by gainrl.export.save_hf_metadata)")
+                         "(written at save time by gainrl.models.save_hf_metadata)")
     return hf_dir, stage
 
 

@@ -9,6 +9,10 @@ import os
 
 from . import dist, metrics
 from .config import Config, DataConfig, ModelConfig, PromptConfig
+from .data import load_rows
+from .tasks.arithmetic import make_problems, write_split
+from .tiny_model import build_tiny_model
+from .warmstart import warm_start
 
 
 def ensure_data(cfg: DataConfig) -> None:
@@ -16,7 +20,6 @@ def ensure_data(cfg: DataConfig) -> None:
     build_arithmetic.test_path) if absent and the recipe asks for them."""
     build = cfg.build_arithmetic
     if build is not None and dist.is_rank0():
-        from .tasks.arithmetic import make_problems, write_split
         train = make_problems(build.num_rows, build.seed, build.weights)  # deterministic: the rows written earlier
         if not os.path.exists(cfg.path):
             metrics.log(f"writing {build.num_rows} arithmetic problems to {cfg.path}")
@@ -36,14 +39,11 @@ def ensure_model(cfg: ModelConfig, data: DataConfig, prompt: PromptConfig) -> No
             if looks_local or os.environ.get("HF_HUB_OFFLINE") == "1":
                 raise ValueError(f"model.path: {cfg.path} is not a model folder (and model.build_tiny is not set)")
     elif dist.is_rank0():
-        from .tiny_model import build_tiny_model
         base = f"{os.path.normpath(cfg.path)}-base" if cfg.warm_start else cfg.path
         if not os.path.isdir(base):
             metrics.log(f"building the tiny model in {base}")
             build_tiny_model(base, cfg.build_tiny)
         if cfg.warm_start:  # cached: returns at once when base, data and settings are unchanged
-            from .data import load_rows
-            from .warmstart import warm_start
             warm_start(base, cfg.path, load_rows(data).rows, prompt)
     dist.barrier()
 

@@ -1,4 +1,4 @@
-"""Rank-0 output: log lines, progress bars, the metrics.jsonl file; and a per-phase wall-time timer."""
+"""Rank-0 output: log lines, progress bars, the run's log files (RunLog), metric names; a per-phase wall-time timer."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,9 @@ from typing import Callable, Optional
 from tqdm import tqdm
 
 from .dist import get_rank, is_rank0
+from .jsonl import read_jsonl
+from .metric_names import VALIDATION_ACCURACY
+from .tracking import Tracker
 
 
 def silence_other_ranks() -> None:
@@ -33,21 +36,6 @@ def progress(total: int, desc: str, unit: str = "row") -> tqdm:
     interactive = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, disable=get_rank() != 0, dynamic_ncols=interactive,
                 mininterval=0.5 if interactive else 10.0, file=sys.stderr)
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """A JSON Lines file's records. A torn last line (a run writing it now, or killed while writing it)
-    is left out; a bad line before it is an error naming the line."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    records = []
-    for k, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if k < len(lines) - 1:
-                raise ValueError(f"{path}: line {k + 1} is not valid JSON") from None
-    return records
 
 
 class JsonLinesFile:
@@ -77,6 +65,52 @@ class JsonLinesFile:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+class RunLog:
+    """The run's output sinks, written by rank 0: run.json (what the plots need besides the metrics, and the
+    config), metrics.jsonl (a record per step), draws.jsonl (what each epoch trained on), validation.jsonl
+    (held-out accuracy) and the dashboards (tracking.Tracker).
+
+    A run resumed from the checkpoint at (`resumed_step`, `resumed_epoch`, `epoch_started`: whether
+    that epoch's draw had been made) keeps what the checkpoint covers and drops what the killed run
+    logged after it; a fresh run (resumed_step None) starts new files."""
+
+    def __init__(self, output_dir: str, log_cfg, run_file: dict, resumed_step: Optional[int] = None,
+                 resumed_epoch: int = 0, epoch_started: bool = False):
+        resumed = resumed_step is not None
+        if is_rank0():
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, "run.json"), "w", encoding="utf-8") as f:
+                json.dump(run_file, f, indent=1)
+
+        def keep(test: Callable[[dict], bool]) -> Optional[Callable[[dict], bool]]:
+            return test if resumed else None
+
+        self.tracker = Tracker(output_dir, log_cfg, run_file["config"], resume_step=resumed_step)
+        self.metrics = JsonLinesFile(os.path.join(output_dir, "metrics.jsonl"),
+                                     keep(lambda r: r["step"] <= resumed_step))
+        self.draws = JsonLinesFile(os.path.join(output_dir, "draws.jsonl"),
+                                   keep(lambda r: r["epoch"] < resumed_epoch + epoch_started))
+        self.validation = JsonLinesFile(os.path.join(output_dir, "validation.jsonl"),
+                                        keep(lambda r: r["epoch"] <= resumed_epoch))
+
+    def step(self, record: dict) -> None:
+        self.metrics.write(record)
+        self.tracker.log(record, record["step"])
+
+    def draw(self, epoch: int, mu: Optional[float], indices, positions) -> None:
+        """An epoch's draw: its row indices and their positions in the ordering (None: uniform)."""
+        self.draws.write({"epoch": epoch, "mu": mu, "indices": [int(i) for i in indices],
+                          "positions": None if positions is None else [int(p) for p in positions]})
+
+    def validated(self, record: dict) -> None:
+        self.validation.write(record)
+        self.tracker.log({VALIDATION_ACCURACY: record["accuracy"]}, record["step"])
+
+    def close(self) -> None:
+        for sink in (self.metrics, self.draws, self.validation, self.tracker):
+            sink.close()
 
 
 class PhaseTimer:

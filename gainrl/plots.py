@@ -17,7 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics import read_jsonl  # noqa: E402
+from .jsonl import read_jsonl  # noqa: E402
+from .metric_names import phase_of, phase_seconds_key  # noqa: E402
+from .sampler import resolve_positions  # noqa: E402
+from .scores import read_score_file  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_EPOCH_LINES = 40  # more epoch boundaries than this would grey out the plot: only the top axis marks them
@@ -126,7 +129,6 @@ def read_run(run_dir: str) -> RunFiles:
     elif not os.path.isfile(score_file):
         print(f"note: score file {score_file} (named in run.json) not found: no score plot")
     else:
-        from .scores import read_score_file
         try:
             scores = read_score_file(score_file)
         except ValueError as e:  # a damaged score file should not cost the other plots
@@ -220,7 +222,6 @@ def plot_progress(run: RunFiles):
 
 def sigma_in_positions(run: RunFiles) -> Optional[float]:
     """The Gaussian's width in positions, from run.json's config (None when it cannot be worked out)."""
-    from .sampler import resolve_positions
     cfg = run.sampler_config
     try:
         return resolve_positions(cfg["units"], run.num_rows, sigma=cfg["sigma"], n=cfg["n"], adj_min=cfg["adj_min"],
@@ -319,9 +320,8 @@ def plot_optimization(run: RunFiles):
 def plot_time(run: RunFiles):
     """Where the wall time goes: seconds per phase of each step, stacked, and each phase's share of the run."""
     records, steps = run.metrics, np.array([r["step"] for r in run.metrics])
-    phases = [k.removeprefix("time_").removesuffix("_s") for k in records[-1]
-              if k.startswith("time_") and k.endswith("_s")]
-    seconds = np.nan_to_num(np.stack([series(records, f"time_{p}_s") for p in phases])) if phases \
+    phases = [phase_of(k) for k in records[-1] if phase_of(k) is not None]
+    seconds = np.nan_to_num(np.stack([series(records, phase_seconds_key(p)) for p in phases])) if phases \
         else np.zeros((0, len(steps)))
     colors = [PHASE_COLORS.get(p, f"C{k + 5}") for k, p in enumerate(phases)]
     fig, (stack, share) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 2]})

@@ -1,4 +1,4 @@
-"""Chat prompts and their P/Q/S token spans (METHOD.md section 2), for any chat template.
+"""Chat prompts and their P/Q/S token spans (METHOD.md section 2), for any chat template; the prompts of data rows.
 
 P = everything before the question text, Q = the question's own tokens, S = what follows
 (end of turn, assistant header). Boundaries come from the tokenizer: the template is
@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from .config import PromptConfig
+from .data import Row
 
 _MARKER = "\x00GAINRL-QUESTION\x00"
 
@@ -87,3 +88,31 @@ def _resolve_template(value):
         with open(value, encoding="utf-8") as f:
             return f.read()
     return value
+
+
+# ---- the prompts of data rows: the one function the trainer, validation and the scorer use --------
+
+def code_problem_text(prompt: str, test: str, test_type: str) -> str:
+    """What a code prompt asks (training and evaluation alike). check_fn rows show the function to
+    complete; script rows (MBPP) get their first top-level assert unless the prompt quotes one
+    already (MBPP+), since it names the function the tests call and shows its use."""
+    if test_type == "check_fn":
+        return f"Complete the following Python function:\n```python\n{prompt.rstrip()}\n```"
+    text = prompt.strip()
+    first_assert = next((line for line in test.splitlines() if line.startswith("assert ")), None)
+    if first_assert is not None and "assert" not in text:
+        text += f"\nYour code should pass this test:\n{first_assert}"
+    return text
+
+
+def problem_text(row: Row) -> str:
+    """The text a row's prompt asks about. A code row (one that keeps its `test` and `test_type`
+    fields, as reward.kind=code requires) is shown as the code task evaluation shows; any other
+    row's problem as it is. Decided by the row, so that what is scored is what is trained on."""
+    if "test" in row.fields and "test_type" in row.fields:
+        return code_problem_text(row.problem, row.fields["test"], row.fields["test_type"])
+    return row.problem
+
+
+def build_prompts(builder: PromptBuilder, rows: list[Row]) -> list[Prompt]:
+    return [builder.build(problem_text(row)) for row in rows]

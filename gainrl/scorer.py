@@ -18,13 +18,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import angles, dist, metrics, scores
+from . import __version__, angles, dist, metrics, scores
 from .config import Config
 from .data import Row, dataset_fingerprint, load_rows
+from .ds_config import load_ds_config
 from .inputs import ensure_inputs
-from .prefill import (PrefillModel, checkpoint_fingerprint, load_model_config, load_prefill_model, resolve_dtype,
-                      resolve_layer)
-from .prompts import Prompt, PromptBuilder
+from .jsonl import read_jsonl
+from .models import (checkpoint_fingerprint, dtype_name, load_model_config, load_tokenizer, pad_token_id,
+                     resolve_dtype, resolve_layer)
+from .prefill import PrefillModel, load_prefill_model
+from .prompts import Prompt, PromptBuilder, build_prompts
 
 RECORD_FIELDS = ("id", "c_intra", "c_inter", "prompt_tokens", "num_p", "num_q", "flags")
 
@@ -106,14 +109,12 @@ class PartialResults:
         done = {}
         for name in sorted(os.listdir(self.folder)):
             if name.startswith("rank-") and name.endswith(".jsonl"):
-                with open(os.path.join(self.folder, name), encoding="utf-8") as f:
-                    for line in f:
-                        try:
-                            record = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue  # the torn last line of a killed writer
-                        if isinstance(record, dict) and all(k in record for k in RECORD_FIELDS):
-                            done[record["id"]] = record
+                path = os.path.join(self.folder, name)
+                for number, record in enumerate(read_jsonl(path), start=1):  # a torn last line is left out
+                    if not (isinstance(record, dict) and all(k in record for k in RECORD_FIELDS)):
+                        raise ValueError(f"{path}: record {number} is not a scorer record (fields "
+                                         f"{list(RECORD_FIELDS)}); remove {self.folder} to score afresh")
+                    done[record["id"]] = record
         return done
 
     def open_shard(self, rank: int):
@@ -131,14 +132,6 @@ class PartialResults:
 
 # ---- the job ------------------------------------------------------------------------------------
 
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"model.path: cannot load a tokenizer from {path!r}: {e}") from None
-
-
 @dataclass
 class ScoringPlan:
     rows: list[Row]
@@ -152,7 +145,7 @@ def plan_job(cfg: Config, tokenizer, model_fingerprint: str, num_layers: int, dt
     if loaded.num_skipped:
         metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
     builder = PromptBuilder(tokenizer, cfg.prompt)
-    prompts = [builder.build(row.problem) for row in loaded.rows]
+    prompts = build_prompts(builder, loaded.rows)
     layer = resolve_layer(cfg.scorer.layer, num_layers)
     metadata = {
         "model_path": os.path.abspath(cfg.model.path) if os.path.isdir(cfg.model.path) else cfg.model.path,
@@ -175,8 +168,6 @@ def plan_job(cfg: Config, tokenizer, model_fingerprint: str, num_layers: int, dt
 def package_versions() -> dict:
     import deepspeed
     import transformers
-
-    from . import __version__
     return {"gainrl": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "deepspeed": deepspeed.__version__}
 
@@ -218,7 +209,7 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
     ensure_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model.path)
     model_config = load_model_config(cfg.model.path)
-    dtype = str(resolve_dtype(cfg.model.dtype, info.device)).removeprefix("torch.")
+    dtype = dtype_name(resolve_dtype(cfg.model.dtype, info.device))
     plan = plan_job(cfg, tokenizer, checkpoint_fingerprint(cfg.model.path), model_config.num_hidden_layers, dtype)
     partial = PartialResults(plan.score_path + ".partial", plan.metadata["key"])
 
@@ -241,12 +232,11 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
         shards = shard_batches(batches, all_lengths, info.world_size)
         ds_config = None
         if cfg.scorer.ds_config:
-            from .ds_config import load_ds_config
             ds_config = load_ds_config(cfg.scorer.ds_config, hidden_size=model_config.hidden_size, dtype=dtype)
         model = load_prefill_model(cfg.model.path, cfg.scorer.layer, dtype=cfg.model.dtype,
                                    attn_implementation=cfg.model.attn_implementation, device=info.device,
                                    ds_config=ds_config)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad_id = pad_token_id(tokenizer)
         mine = shards[info.rank]
         # ZeRO-3 gathers parameters collectively: every rank runs the same number of forwards.
         num_steps = max(len(s) for s in shards) if model.partitioned else len(mine)

@@ -15,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from .angles import FLAG_NO_PREFIX, FLAG_SHORT_QUESTION
+
 FORMAT = "gainrl.scores/1"
 COLUMNS = ("id", "c_intra", "c_inter", "score", "prompt_tokens", "num_p", "num_q", "flags", "rank")
 
@@ -115,8 +117,6 @@ def summarize(scores, prompt_tokens, flags, reference_positions=None) -> dict:
     """Score distribution, flagged rows, and rank correlations with prompt length and a
     published ordering (positions, 0 = highest; positive = the same order)."""
     from scipy.stats import spearmanr
-
-    from .angles import FLAG_NO_PREFIX, FLAG_SHORT_QUESTION
 
     scores, flags = np.asarray(scores, dtype=np.float64), np.asarray(flags)
     levels = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)

@@ -29,6 +29,8 @@ from typing import Mapping, Optional
 
 import hostlist
 
+from .config import load_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = {"train": os.path.join(REPO, "launchers", "train.py"),
             "score": os.path.join(REPO, "launchers", "score.py"),
@@ -145,8 +147,7 @@ def load_eval_config(args: list[str]):
     spec = importlib.util.spec_from_file_location("gainrl_eval_run", PROGRAMS["eval"])
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
-    from .config import load_config
-    from .evaluation.config import EvalRunConfig, validate_eval
+    from .evaluation.config import EvalRunConfig, validate_eval  # datasets, math_verify: seconds at every node's start
     return load_config(run.translate_flags(args), EvalRunConfig, validate_eval)
 
 
@@ -229,7 +230,7 @@ def run_launches(launches: list[Launch]) -> int:
 def summarize_eval(args: list[str]) -> str:
     """Rebuild <output_dir>/<name>/summary.{md,json} from the per-benchmark summaries (written by
     whichever process evaluated each benchmark); benchmarks evaluated by earlier runs are kept."""
-    from .evaluation.report import previous_summaries, write_checkpoint_summary
+    from .evaluation.report import previous_summaries, write_checkpoint_summary  # as above
     cfg = load_eval_config(args)
     name = cfg.name or os.path.basename(os.path.normpath(cfg.model.path))
     folder = os.path.join(cfg.output_dir, name)

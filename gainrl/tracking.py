@@ -14,6 +14,7 @@ import secrets
 from typing import Optional
 
 from .dist import is_rank0
+from .metric_names import phase_of
 
 WANDB_ID_FILE = "wandb_id.txt"
 STEP_KEY = "step"  # metrics.jsonl's optimizer step: the x-axis everywhere
@@ -23,8 +24,8 @@ def tag_for(key: str) -> str:
     """A dashboard name for a metrics.jsonl key, so related curves sit together:
     time_generate_s -> time/generate_s, mu and epoch -> curriculum/..., tokens_per_s -> perf/...,
     anything else -> train/<key>."""
-    if key.startswith("time_"):
-        return "time/" + key.removeprefix("time_")
+    if phase_of(key) is not None:
+        return f"time/{phase_of(key)}_s"
     if key == "elapsed_s":
         return "time/elapsed_s"
     if key in ("mu", "epoch"):

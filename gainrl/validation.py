@@ -1,4 +1,4 @@
-"""Greedy accuracy on held-out problems during training (the `validation` section).
+"""Greedy accuracy on held-out problems during training (the `validation` section): when, how, and its record.
 
 Before the first epoch and after every `validation.every_epochs` epochs, each rank generates one
 greedy completion for its share of the held-out rows with its own vLLM engine (which holds the
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Optional
 
-from . import dist
+from . import dist, metrics
 from .data import Row, load_rows
-from .prompts import Prompt
+from .prompts import Prompt, PromptBuilder, build_prompts
 
 
 @dataclass
@@ -23,12 +23,12 @@ class ValidationSet:
     prompts: list[Prompt]
 
 
-def load_validation_set(cfg, build_prompts: Callable[[list[Row]], list[Prompt]]) -> ValidationSet:
+def load_validation_set(cfg, builder: PromptBuilder) -> ValidationSet:
     """validation.path's rows (read with the data section's field names), prompted as the training rows are."""
     data_cfg = dataclasses.replace(cfg.data, path=cfg.validation.path, limit=cfg.validation.limit,
                                    build_arithmetic=None, skip_bad_rows=False)
     rows = load_rows(data_cfg).rows
-    prompts = build_prompts(rows)
+    prompts = build_prompts(builder, rows)
     too_long = [row.id for row, p in zip(rows, prompts) if p.num_tokens > cfg.rollout.max_prompt_tokens]
     if too_long:
         raise ValueError(f"config key 'validation.path': {len(too_long)} prompts of {cfg.validation.path} are longer "
@@ -50,3 +50,25 @@ def validation_accuracy(vset: ValidationSet, rollout, tokenizer, reward) -> tupl
         correct = sum(r >= 1.0 for r in rewards)
     total = dist.all_reduce_sums({"correct": correct, "rows": len(mine)})
     return total["correct"] / total["rows"], int(total["rows"])
+
+
+class Validator:
+    """Validates when the config says (before training, every `validation.every_epochs` epochs and after
+    the last) and records the result; does nothing without `validation.path`."""
+
+    def __init__(self, cfg, heldout: Optional[ValidationSet], rollout, tokenizer, reward, run_log):
+        self.every, self.last_epoch = cfg.validation.every_epochs, cfg.train.epochs
+        self.heldout, self.rollout, self.tokenizer, self.reward, self.run_log = \
+            heldout, rollout, tokenizer, reward, run_log
+
+    def due(self, epochs_done: int) -> bool:
+        return self.heldout is not None and (epochs_done % self.every == 0 or epochs_done == self.last_epoch)
+
+    def __call__(self, epochs_done: int, step: int, policy_model) -> None:
+        """Every rank, at the same point: greedy accuracy of the engine's weights (the policy's)."""
+        accuracy, num_rows = validation_accuracy(self.heldout, self.rollout, self.tokenizer, self.reward)
+        # as after a step: the KV cache freed before the learner's next gather (sleep drops the weights, too)
+        self.rollout.sync_weights(policy_model)
+        self.run_log.validated({"epoch": epochs_done, "step": step, "accuracy": accuracy, "num_rows": num_rows})
+        metrics.log(f"validation after {epochs_done} epochs (step {step}): greedy accuracy {accuracy:.3f} "
+                    f"on {num_rows} held-out rows")

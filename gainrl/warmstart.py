@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import DataConfig, PromptConfig
 from .data import load_rows
-from .prefill import checkpoint_fingerprint
+from .models import checkpoint_fingerprint, pad_token_id
 from .prompts import PromptBuilder
 from .tiny_model import save_model_folder
 
@@ -196,7 +196,7 @@ def warm_start(base_model_dir: str, out_dir: str, rows, prompt_cfg: PromptConfig
         return out_dir
 
     examples = build_examples(tokenizer, pairs, prompt_cfg, response_template)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)

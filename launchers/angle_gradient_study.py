@@ -63,9 +63,9 @@ def default_score_file(cfg: StudyRunConfig, tokenizer) -> str:
         return cfg.study.score_file
     if cfg.train.score_file is not None:
         return cfg.train.score_file
-    from gainrl.prefill import checkpoint_fingerprint, load_model_config, resolve_dtype
+    from gainrl.models import checkpoint_fingerprint, dtype_name, load_model_config, resolve_dtype
     from gainrl.scorer import plan_job
-    dtype = str(resolve_dtype(cfg.model.dtype, study_device())).removeprefix("torch.")  # "auto" differs by device
+    dtype = dtype_name(resolve_dtype(cfg.model.dtype, study_device()))  # "auto" differs by device
     return plan_job(cfg, tokenizer, checkpoint_fingerprint(cfg.model.path),
                     load_model_config(cfg.model.path).num_hidden_layers, dtype).score_path
 
@@ -94,14 +94,14 @@ def measure(cfg: StudyRunConfig, data, picked: np.ndarray, group_size: int, toke
     from transformers import AutoModelForCausalLM
 
     from gainrl.angle_gradient import group_gradient_norm
-    from gainrl.prefill import resolve_dtype
+    from gainrl.models import dtype_name, pad_token_id, resolve_dtype
     from gainrl.rewards.training import build_reward
     from gainrl.rollout import RolloutEngine
 
     device = study_device()
     dtype = resolve_dtype(cfg.model.dtype, device)
     prompts = [data.prompts[i] for i in picked]
-    rollout = RolloutEngine(cfg.model.path, cfg.rollout, dtype=str(dtype).removeprefix("torch."), seed=cfg.seed,
+    rollout = RolloutEngine(cfg.model.path, cfg.rollout, dtype=dtype_name(dtype), seed=cfg.seed,
                             max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens)
     try:
         started = time.time()
@@ -121,7 +121,7 @@ def measure(cfg: StudyRunConfig, data, picked: np.ndarray, group_size: int, toke
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=dtype,
                                                  attn_implementation=cfg.model.attn_implementation).to(device)
     model.config.use_cache = False
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     g = cfg.grpo
     records = []
     bar = metrics.progress(len(picked), "gradient norms", unit="prompt")
@@ -266,8 +266,8 @@ def plot(path: str, records: list[dict], result: dict, title: str) -> None:
 def main(argv: list[str]) -> None:
     cfg = load_config(argv, StudyRunConfig, validator=validate_study)
     from gainrl.inputs import ensure_inputs
-    from gainrl.scorer import load_tokenizer
-    from gainrl.trainer import load_train_data
+    from gainrl.models import load_tokenizer
+    from gainrl.train_data import load_train_data
 
     started = time.time()
     ensure_inputs(cfg)

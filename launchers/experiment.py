@@ -14,9 +14,9 @@ import sys
 import time
 
 from gainrl import dist, metrics
-from gainrl.config import TrainRunConfig, load_config
+from gainrl.config import TrainRunConfig, changed_keys, config_dict, load_config
 from gainrl.experiment import ExperimentConfig, analyse, plot_curves, report_markdown, speedup, validate_experiment
-from gainrl.trainer import changed_keys, config_dict
+from gainrl.jsonl import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +27,7 @@ def run_dir(cfg: ExperimentConfig, curriculum: str, seed: int) -> str:
 
 def read_curve(path: str) -> list[float]:
     """Held-out accuracy after 0, 1, ... epochs from a run's validation.jsonl."""
-    records = {r["epoch"]: r["accuracy"] for r in metrics.read_jsonl(os.path.join(path, "validation.jsonl"))}
+    records = {r["epoch"]: r["accuracy"] for r in read_jsonl(os.path.join(path, "validation.jsonl"))}
     return [records[e] for e in sorted(records)]
 
 

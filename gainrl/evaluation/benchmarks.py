@@ -14,7 +14,7 @@ from typing import Optional, Union
 import datasets
 
 from ..data import FILE_FORMATS
-from ..rewards.code import problem_text as code_problem_text
+from ..prompts import code_problem_text
 from ..rewards.math import reference_text
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

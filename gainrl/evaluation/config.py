@@ -7,6 +7,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from ..config import ModelConfig, PromptConfig, require
+from .benchmarks import BENCHMARKS
 
 CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. Solve the task, then give the complete solution "
                       "(imports and every function it needs) in a single ```python code block.")
@@ -61,7 +62,6 @@ class EvalRunConfig:
 
 
 def validate_eval(cfg: EvalRunConfig) -> None:
-    from .benchmarks import BENCHMARKS
     unknown = [name for name in cfg.benchmarks if name not in BENCHMARKS and name not in cfg.math_files]
     require(not unknown, "benchmarks", f"unknown {unknown}; known: {', '.join(BENCHMARKS)} (or add it to math_files)")
     clashes = [name for name in cfg.math_files if name in BENCHMARKS]

@@ -14,6 +14,7 @@ import socket
 from collections import Counter, defaultdict
 from typing import Iterable
 
+from ..jsonl import read_jsonl
 from .passk import mean_accuracy, mean_pass_at_k
 
 
@@ -52,17 +53,7 @@ def read_records(path: str) -> dict[str, list[dict]]:
     by_problem: dict[str, list[dict]] = defaultdict(list)
     if not os.path.exists(path):
         return by_problem
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == len(lines):  # no newline after it: the unterminated last line of a killed run
-                break
-            raise ValueError(f"{path}, line {number}: not JSON ({e})") from e
+    for record in read_jsonl(path):
         by_problem[record["id"]].append(record)
     return by_problem
 

@@ -72,19 +72,6 @@ def extract_program(completion: str, entry_point: Optional[str] = None) -> str:
     return (defining or blocks)[-1]
 
 
-def problem_text(prompt: str, test: str, test_type: str) -> str:
-    """What a code prompt asks (training and evaluation alike). check_fn rows show the function to
-    complete; script rows (MBPP) get their first top-level assert unless the prompt quotes one
-    already (MBPP+), since it names the function the tests call and shows its use."""
-    if test_type == "check_fn":
-        return f"Complete the following Python function:\n```python\n{prompt.rstrip()}\n```"
-    text = prompt.strip()
-    first_assert = next((line for line in test.splitlines() if line.startswith("assert ")), None)
-    if first_assert is not None and "assert" not in text:
-        text += f"\nYour code should pass this test:\n{first_assert}"
-    return text
-
-
 def _check_row(problem: Mapping) -> str:
     if not isinstance(problem, Mapping):
         raise ValueError(f"problem must be a mapping, got {type(problem).__name__}")

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import torch
-import torch.distributed as dist
+from torch import nn
 
+from .. import dist
 from ..config import RolloutConfig
+from .weight_push import check_weight_names, push_weights
 
 SLEEP_TAGS = ("weights", "kv_cache")  # vLLM's names for the memory that sleep mode releases
 
@@ -104,8 +106,8 @@ class RolloutEngine:
         from vllm.platforms import current_platform
 
         self.cfg = cfg
-        distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if distributed else 0
+        distributed = dist.is_distributed()
+        self.rank = dist.get_rank()
         self.on_gpu = current_platform.is_cuda_alike()
         self.uses_sleep = self.on_gpu and cfg.sleep_between_steps
         engine_args = dict(
@@ -131,6 +133,7 @@ class RolloutEngine:
         self.dtype: torch.dtype = self.llm.llm_engine.model_config.dtype
         self.asleep: set[str] = set()  # tags of vLLM memory now released
         self.weights_discarded = False  # level-2 sleep drops the weights until the next push
+        self.weight_targets: Optional[dict[str, str]] = None  # learner name -> vLLM parameter, checked once
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -197,6 +200,25 @@ class RolloutEngine:
         if to_wake and self.uses_sleep:
             self.llm.wake_up(sorted(to_wake))  # vLLM ignores the whole call if one tag is awake already
         self.asleep -= to_wake
+
+    # -- the policy's weights into the engine --------------------------------------------------------
+
+    def match_weights(self, model: nn.Module) -> None:
+        """Check, once and before the first push, that the learner's parameter names (tied aliases
+        included) load every vLLM parameter exactly once (ValueError otherwise)."""
+        names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+        self.weight_targets = check_weight_names(names, self)
+
+    def sync_weights(self, model: nn.Module) -> dict:
+        """The one way the learner's weights reach the engine, on every rank at the same point: free the
+        KV cache (sleep; a no-op if asleep already), wake the weights only, push them bucket by bucket
+        (gainrl.rollout.weight_push). The KV cache wakes at the next wake() before generating, so the
+        gathered buckets and the KV cache never coexist. Returns push_weights' figures."""
+        if self.weight_targets is None:
+            self.match_weights(model)
+        self.sleep()
+        self.wake(["weights"])
+        return push_weights(model, self, self.cfg.push_bucket_mib << 20, self.weight_targets)
 
     # -- weight loading (used by gainrl.rollout.weight_push) -----------------------------------------
 

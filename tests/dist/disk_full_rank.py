@@ -21,7 +21,7 @@ def main(model_dir: str, mount: str, result_path: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "gainrl-test", mount], check=True)
     cfg = load_config([f"model.path={model_dir}", "model.dtype=float32", "data.path=unused.jsonl"], TrainRunConfig)
     info = dist.init_distributed(120)
-    policy, _ = build_policy(cfg, info.device, gradient_accumulation_steps=1)
+    policy = build_policy(cfg, info.device, gradient_accumulation_steps=1)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     run_dir = os.path.join(mount, "run")
     state = {"world_size": info.world_size}

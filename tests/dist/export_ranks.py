@@ -46,13 +46,14 @@ def save(model_dir: str, ds_config: str, dtype: str, out_dir: str) -> None:
 
     from gainrl import checkpoint, dist
     from gainrl.config import TrainRunConfig, load_config
-    from gainrl.engine import build_policy, save_hf_model
+    from gainrl.engine import build_policy
 
     cfg = load_config([f"model.path={model_dir}", f"model.dtype={dtype}", "data.path=unused.jsonl",
                        f"train.ds_config={ds_config}", "train.micro_batch_size=4", "optim.lr=0.01",
                        "optim.warmup_steps=0"], TrainRunConfig)
     info = dist.init_distributed(120)
-    policy, _ = build_policy(cfg, info.device, gradient_accumulation_steps=1)
+    learner = build_policy(cfg, info.device, gradient_accumulation_steps=1)
+    policy = learner.engine  # the DeepSpeed engine itself: its own view of the weights
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sequences = fixed_sequences(policy.module.config.vocab_size)
 
@@ -63,15 +64,15 @@ def save(model_dir: str, ds_config: str, dtype: str, out_dir: str) -> None:
 
     one_step()
     root = os.path.join(out_dir, "checkpoints")
-    checkpoint.save(policy, tokenizer, out_dir, {"step": 1, "world_size": info.world_size}, keep=1)
+    checkpoint.save(learner, tokenizer, out_dir, {"step": 1, "world_size": info.world_size}, keep=1)
     with torch.no_grad():
         logprobs = engine_logprobs(policy, sequences)
     saved = full_weights(policy)
-    save_hf_model(policy, tokenizer, os.path.join(out_dir, "final"))
+    learner.save_hf(tokenizer, os.path.join(out_dir, "final"))
 
     one_step()  # move away from the saved weights, then restore them from the renamed folder
     moved = full_weights(policy)
-    policy.load_checkpoint(root, tag=STEP)
+    learner.load_checkpoint(root, STEP)
     restored = full_weights(policy)
     if dist.is_rank0():
         def gap(state):

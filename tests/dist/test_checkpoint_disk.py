@@ -5,14 +5,13 @@ unprivileged user namespaces are allowed; skipped elsewhere), shrunk after the f
 leave room for half of the second.
 """
 import json
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.launch import expect_ok
 
 
 def namespaces_work() -> bool:
@@ -25,11 +24,8 @@ def namespaces_work() -> bool:
 def test_a_full_disk_leaves_the_previous_checkpoint_intact(tiny_model_dir, tmp_path):
     mount, result_path = tmp_path / "disk", tmp_path / "result.json"
     mount.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(["unshare", "-Urm", sys.executable, "tests/dist/disk_full_rank.py", tiny_model_dir,
-                           str(mount), str(result_path)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    expect_ok(["unshare", "-Urm", sys.executable, "tests/dist/disk_full_rank.py", tiny_model_dir, str(mount),
+               str(result_path)], 300)
     result = json.loads(result_path.read_text())
     first = result["first"]
     assert result["error"] is not None, "the second checkpoint fitted: the disk was not full"

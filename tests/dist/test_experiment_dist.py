@@ -2,27 +2,20 @@
 by hand): the four curricula, one seed, one epoch each of the demo recipe on 1 rank, then the report."""
 import json
 import os
-import subprocess
 import sys
 
-from tests.helpers import REPO
-
-DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
+from tests.launch import DEMO, demo_overrides, expect_ok, run
 
 
 def test_four_curricula_run_and_the_report_ends_with_the_speedup(tmp_path):
     inputs = tmp_path / "inputs"
-    overrides = [f"model.path={inputs}/model", f"data.path={inputs}/train.jsonl",
-                 f"data.build_arithmetic.test_path={inputs}/test.jsonl", f"validation.path={inputs}/test.jsonl",
-                 "validation.limit=16", f"scorer.output_dir={inputs}/scores", "train.epochs=1",
-                 "sampler.prompts_per_epoch=24", "train.prompts_per_step=24", "log.tensorboard=false",
-                 "log.plots=false"]
+    overrides = demo_overrides(inputs) + ["validation.limit=16", "train.epochs=1", "sampler.prompts_per_epoch=24",
+                                          "train.prompts_per_step=24", "log.tensorboard=false", "log.plots=false"]
     config = tmp_path / "experiment.yaml"
     config.write_text(json.dumps({"recipe": DEMO, "overrides": overrides, "seeds": [0], "num_ranks": 1,
                                   "output_dir": str(tmp_path / "experiment")}))  # JSON is YAML
-    result = subprocess.run([sys.executable, "launchers/experiment.py", "--config", str(config)], cwd=REPO,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    experiment = [sys.executable, "launchers/experiment.py", "--config", str(config)]
+    result = expect_ok(experiment, 900)
     assert result.stdout.strip().splitlines()[-1].startswith("speedup_vs_uniform=")
     assert result.stdout.strip().endswith(" seeds=1")
     curves = json.load(open(tmp_path / "experiment" / "curves.json"))["curves"]
@@ -36,6 +29,5 @@ def test_four_curricula_run_and_the_report_ends_with_the_speedup(tmp_path):
     assert all(f"| {name} |" in report for name in curves)
     assert (tmp_path / "experiment" / "accuracy.png").stat().st_size > 10_000
     # a second call finds every run finished and only rewrites the report
-    again = subprocess.run([sys.executable, "launchers/experiment.py", "--config", str(config)], cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
+    again = run(experiment, 300, env=os.environ)  # the caller's env unchanged, as before
     assert again.returncode == 0 and again.stderr.count("finished earlier") == 4, again.stderr[-3000:]

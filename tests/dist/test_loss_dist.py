@@ -1,25 +1,16 @@
 """The policy loss across processes: 2 ranks (1 or 2 micro-batches each) equal 1 process, loss and gradients."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from gainrl.algo import local_normalizer
 from tests.dist.loss_ranks import ALL_ROWS, build_batch, build_model, loss_and_grads
-from tests.helpers import REPO
-
-TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+from tests.launch import expect_ok, torchrun
 
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("loss") / "ranks.pt")
-    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "tests/dist/loss_ranks.py", out]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    expect_ok(torchrun("tests/dist/loss_ranks.py", 2, out), 120)
     return torch.load(out)
 
 

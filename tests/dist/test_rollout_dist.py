@@ -2,27 +2,21 @@
 sampling differs per rank, pushed weights reproduce the learner's log-probs, tied heads are pushed."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from gainrl.rollout.weight_push import plan_buckets
 from tests.helpers import REPO
+from tests.launch import expect_ok, torchrun
 
-BIN = os.path.dirname(sys.executable)
 SCRIPT = os.path.join(REPO, "tests", "dist", "rollout_ranks.py")
 TIMEOUT = 300
 TOLERANCE = 1e-4
 
 
 def run_ranks(nproc: int, model_dir: str, out_dir) -> list[dict]:
-    launcher = [os.path.join(BIN, "torchrun"), "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 \
-        else [sys.executable]
-    cmd = launcher + [SCRIPT, "--model", model_dir, "--out", str(out_dir)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    args = ["--model", model_dir, "--out", str(out_dir)]
+    expect_ok(torchrun(SCRIPT, nproc, *args) if nproc > 1 else [sys.executable, SCRIPT, *args], TIMEOUT)
     return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(nproc)]
 
 
@@ -79,20 +73,3 @@ def test_one_process_samples_like_rank0(one_process, two_ranks):
     # same seed, same model, rank 0: the engine does not depend on the launch mode
     assert one_process[0]["completions"] == two_ranks[0]["completions"]
 
-
-# ---- bucket planning (pure) ----------------------------------------------------------------------
-
-def test_buckets_respect_size_and_keep_groups_together():
-    sizes = [40, 10, 10, 10, 30, 30, 5, 0]
-    keys = [("embed",), ("qkv",), ("qkv",), ("qkv",), ("o",), ("mlp",), ("norm",), ("embed",)]  # last: tied alias
-    assert plan_buckets(sizes, keys, 50) == [[0, 7], [1, 2, 3], [4], [5, 6]]
-
-
-def test_oversized_group_gets_its_own_bucket():
-    assert plan_buckets([10, 100, 10], [("a",), ("b",), ("c",)], 50) == [[0], [1], [2]]
-
-
-def test_entries_sharing_any_key_form_one_atom():
-    # 0 and 2 share a tensor, 2 and 3 share a layer: 0, 2, 3 travel together, at 0's position
-    keys = [("t0", "l0"), ("t1", "l1"), ("t0", "l2"), ("t3", "l2")]
-    assert plan_buckets([1, 1, 1, 1], keys, 2) == [[0, 2, 3], [1]]

@@ -1,21 +1,16 @@
 """Rank 0 draws, every rank trains on its indices: 2 ranks with different seeds equal 1 process."""
 import json
 import os
-import subprocess
-import sys
 
 from tests.dist.sampler_ranks import SIGNALS, make_sampler, seed_of_rank
 from tests.helpers import REPO
+from tests.launch import expect_ok, torchrun
 
 SCRIPT = os.path.join(REPO, "tests", "dist", "sampler_ranks.py")
 
 
 def test_every_rank_gets_rank0_draws(tmp_path):
-    cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node=2",
-           SCRIPT, str(tmp_path)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    expect_ok(torchrun(SCRIPT, 2, str(tmp_path)), 120)
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
 
     one_process = make_sampler(seed_of_rank(0))

@@ -11,8 +11,9 @@ import pytest
 
 from gainrl.scores import read_score_file
 from tests.helpers import BUNDLED_ROWS, REPO, SHARED
+from tests.launch import child_env, deepspeed, expect_ok, run, torchrun
 
-BIN = os.path.dirname(sys.executable)
+SCORE = "launchers/score.py"
 TIMEOUT = 300
 
 
@@ -25,19 +26,8 @@ def recipe(tmp_path, model_dir, **scorer):
     return str(path)
 
 
-def run(cmd, cwd=REPO, **kwargs):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
-def torchrun(nproc, *args):
-    return [os.path.join(BIN, "torchrun"), "--standalone", f"--nproc_per_node={nproc}", "launchers/score.py", *args]
-
-
 def single(*args):
-    return [sys.executable, "launchers/score.py", *args]
+    return [sys.executable, SCORE, *args]
 
 
 def assert_same_scores(a_path, b_path, tol=1e-5):
@@ -54,13 +44,13 @@ def assert_same_scores(a_path, b_path, tol=1e-5):
 def one_process_scores(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("one")
     out = str(tmp / "one.scores.json")
-    run(single("--config", recipe(tmp, tiny_model_dir), f"scorer.output={out}"))
+    expect_ok(single("--config", recipe(tmp, tiny_model_dir), f"scorer.output={out}"), TIMEOUT)
     return out
 
 
 def test_two_ranks_equal_one_process(tmp_path, tiny_model_dir, one_process_scores):
     out = str(tmp_path / "two.scores.json")
-    run(torchrun(2, "--config", recipe(tmp_path, tiny_model_dir), f"scorer.output={out}"))
+    expect_ok(torchrun(SCORE, 2, "--config", recipe(tmp_path, tiny_model_dir), f"scorer.output={out}"), TIMEOUT)
     assert_same_scores(one_process_scores, out)
     assert read_score_file(out).metadata["world_size"] == 2
 
@@ -68,7 +58,8 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_model_dir, one_process_score
 def test_zero3_two_ranks_equal_one_process(tmp_path, tiny_model_dir, one_process_scores):
     out = str(tmp_path / "z3.scores.json")
     ds = os.path.join(REPO, "ds_configs", "zero3_inference.json")
-    run(torchrun(2, "--config", recipe(tmp_path, tiny_model_dir, ds_config=ds), f"scorer.output={out}"))
+    expect_ok(torchrun(SCORE, 2, "--config", recipe(tmp_path, tiny_model_dir, ds_config=ds), f"scorer.output={out}"),
+              TIMEOUT)
     assert_same_scores(one_process_scores, out)
 
 
@@ -76,10 +67,8 @@ def test_killed_run_resumes_under_deepspeed_launcher(tmp_path, tiny_model_dir):
     # One row per batch, so that the run is still going when it is killed.
     cfg = recipe(tmp_path, tiny_model_dir, max_tokens_per_batch=1)
     out = str(tmp_path / "resumed.scores.json")
-    cmd = [os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "launchers/score.py", "--config", cfg,
-           f"scorer.output={out}", "data.limit=null"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    cmd = deepspeed(SCORE, 2, "--config", cfg, f"scorer.output={out}", "data.limit=null")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline, scored = time.time() + TIMEOUT, 0
     while time.time() < deadline and proc.poll() is None:
@@ -92,7 +81,7 @@ def test_killed_run_resumes_under_deepspeed_launcher(tmp_path, tiny_model_dir):
     assert scored >= 20 and not os.path.exists(out), "the run was not killed part-way"
     done_before = sum(sum(1 for _ in open(p)) for p in glob.glob(out + ".partial/rank-*.jsonl"))
 
-    result = run(cmd)
+    result = expect_ok(cmd, TIMEOUT)
     table = read_score_file(out)
     assert table.num_rows == 512
     assert done_before - 2 <= table.metadata["resumed_rows"] <= done_before  # at most a torn line per rank lost
@@ -100,14 +89,14 @@ def test_killed_run_resumes_under_deepspeed_launcher(tmp_path, tiny_model_dir):
     assert not os.path.exists(out + ".partial")
 
     fresh = str(tmp_path / "fresh.scores.json")
-    run(single("--config", cfg, f"scorer.output={fresh}", "data.limit=null"))
+    expect_ok(single("--config", cfg, f"scorer.output={fresh}", "data.limit=null"), TIMEOUT)
     assert_same_scores(fresh, out)
 
 
 def test_existing_score_file_for_another_dataset_is_refused(tmp_path, tiny_model_dir, one_process_scores):
     cfg = recipe(tmp_path, tiny_model_dir)
-    result = subprocess.run(single("--config", cfg, f"scorer.output={one_process_scores}", "data.limit=50"),
-                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    result = run(single("--config", cfg, f"scorer.output={one_process_scores}", "data.limit=50"), TIMEOUT,
+                 env=os.environ)  # the caller's env unchanged, as before
     assert result.returncode == 2
     assert "does not match the dataset in use" in result.stderr
 
@@ -116,8 +105,8 @@ def test_existing_score_file_for_another_dataset_is_refused(tmp_path, tiny_model
 def test_reference_order_correlation_is_reported(tmp_path, tiny_model_dir):
     order = os.path.join(SHARED, "data", "angle_sorted", "qwen2_5_05b_Instruct", "processed_gsm8k.pt")
     out = str(tmp_path / "ref.scores.json")
-    result = run(single("--config", recipe(tmp_path, tiny_model_dir, reference_order=order, plot="true"),
-                        f"scorer.output={out}"))
+    result = expect_ok(single("--config", recipe(tmp_path, tiny_model_dir, reference_order=order, plot="true"),
+                              f"scorer.output={out}"), TIMEOUT)
     summary = read_score_file(out).metadata["summary"]
     assert -1 <= summary["spearman_reference_order"] <= 1
     assert "Spearman(our order, reference order)" in result.stderr

@@ -1,33 +1,26 @@
 """End-to-end training on 2 CPU ranks under the deepspeed launcher: the demo recipe, a few steps."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import REPO
+from tests.launch import DEMO, deepspeed, demo_overrides, expect_ok, run
 
-BIN = os.path.dirname(sys.executable)
-DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
+
+def command(tmp_path, *overrides):
+    return deepspeed("launchers/train.py", 2, "--config", DEMO, *demo_overrides(tmp_path, f"{tmp_path}/run"),
+                     *overrides)
 
 
 def train(tmp_path, *overrides):
-    cmd = [os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "launchers/train.py", "--config", DEMO,
-           f"model.path={tmp_path}/model", f"data.path={tmp_path}/train.jsonl", f"scorer.output_dir={tmp_path}/scores",
-           f"data.build_arithmetic.test_path={tmp_path}/test.jsonl", f"validation.path={tmp_path}/test.jsonl",
-           f"train.output_dir={tmp_path}/run", *overrides]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return run(command(tmp_path, *overrides), 600)
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    result = train(tmp, "train.epochs=2", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12")
-    assert result.returncode == 0, f"training failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    result = expect_ok(command(tmp, "train.epochs=2", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12"), 600)
     return tmp, result
 
 

@@ -1,22 +1,15 @@
 """The policy update under DeepSpeed ZeRO-3: 2 ranks give the same gradient step and loss as 1 process."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from tests.helpers import REPO
+from tests.launch import expect_ok, torchrun
 
-BIN = os.path.dirname(sys.executable)
 SCRIPT = os.path.join(REPO, "tests", "dist", "update_ranks.py")
-
-
-def run(cmd):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +26,8 @@ def sgd_zero3_config(tmp_path_factory):
 @pytest.mark.parametrize("aggregation", ["token", "sequence"])
 def test_two_ranks_take_the_same_step_as_one_process(tmp_path, tiny_model_dir, sgd_zero3_config, aggregation):
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
-    run([sys.executable, SCRIPT, tiny_model_dir, sgd_zero3_config, one, aggregation])
-    run([os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node=2", SCRIPT, tiny_model_dir,
-         sgd_zero3_config, two, aggregation])
+    expect_ok([sys.executable, SCRIPT, tiny_model_dir, sgd_zero3_config, one, aggregation], 300)
+    expect_ok(torchrun(SCRIPT, 2, tiny_model_dir, sgd_zero3_config, two, aggregation), 300)
     a, b = torch.load(one), torch.load(two)
     assert a["delta"].keys() == b["delta"].keys()
     moved = sum(float(d.abs().sum()) for d in a["delta"].values())

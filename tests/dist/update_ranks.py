@@ -27,7 +27,8 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str) -> None:
     from gainrl import dist
     from gainrl.config import TrainRunConfig, load_config
     from gainrl.engine import build_policy, build_reference
-    from gainrl.trainer import micro_batches, old_logprobs, pack_sequences, update_policy
+    from gainrl.algo import micro_batches, pack_sequences
+    from gainrl.trainer import old_logprobs, update_policy
 
     cfg = load_config([f"model.path={model_dir}", "model.dtype=float32", "data.path=unused.jsonl",
                        f"train.ds_config={ds_config}", "train.micro_batch_size=2", "grpo.kl_coef=0.05",
@@ -41,20 +42,19 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str) -> None:
     seqs = pack_sequences(prompt_ids[mine], response_ids[mine], pad_id=0)
     batches = micro_batches(share, cfg.train.micro_batch_size)
 
-    policy, probe = build_policy(cfg, info.device, gradient_accumulation_steps=len(batches))
+    policy = build_policy(cfg, info.device, gradient_accumulation_steps=len(batches))
     reference = build_reference(cfg, info.device)
     params = [p for _, p in policy.module.named_parameters()]
     with zero.GatheredParameters(params):
         before = {name: p.detach().clone() for name, p in policy.module.named_parameters()}
-    old_logp, ref_logp, angle = old_logprobs(policy, reference, probe, seqs, batches, info.device,
-                                             temperature=cfg.rollout.temperature)
+    old_logp, ref_logp, angle = old_logprobs(policy, reference, seqs, batches, temperature=cfg.rollout.temperature)
     ref_gap = max((logp - ref).abs().max().item() for logp, ref in zip(old_logp, ref_logp))  # same weights: 0
     # ratios != 1 so that clipping takes part: shift each sequence's old log-probs by its global index
     offsets = 0.1 * (torch.arange(len(prompt_ids))[mine] % 4 + 1).float()
     old_logp = [logp - offsets[mb, None] for logp, mb in zip(old_logp, batches)]
     ref_logp = [ref + 0.5 * offsets[mb, None] for ref, mb in zip(ref_logp, batches)]  # a KL term that is not 0
-    sums = update_policy(policy, cfg, seqs, batches, advantages[mine], old_logp, ref_logp, info.device,
-                         info.world_size)
+    sums = update_policy(policy, cfg.grpo, cfg.rollout.temperature, seqs, batches, advantages[mine], old_logp,
+                         ref_logp)
     totals = dist.all_reduce_sums(sums)
     with zero.GatheredParameters(params):
         delta = {name: (p.detach() - before[name]).clone() for name, p in policy.module.named_parameters()}

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from gainrl.metrics import JsonLinesFile, read_jsonl
+from gainrl.jsonl import read_jsonl
+from gainrl.metrics import JsonLinesFile
 
 
 def test_a_resumed_file_keeps_the_records_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):

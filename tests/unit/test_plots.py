@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from gainrl import scores
-from gainrl.metrics import read_jsonl as read_metrics
+from gainrl.jsonl import read_jsonl as read_metrics
 from gainrl.plots import plot_run, read_run
 from gainrl.sampler import gaussian_log_weights
 

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from gainrl.prefill import MlpInputCapture, find_decoder_layers, find_mlp, load_prefill_model, resolve_layer
+from gainrl.models import find_decoder_layers, find_mlp, resolve_layer
+from gainrl.prefill import MlpInputCapture, load_prefill_model
 
 
 def full_model_mlp_inputs(path, input_ids, attention_mask):

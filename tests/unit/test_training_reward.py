@@ -5,7 +5,7 @@ import pytest
 
 from gainrl.config import DataConfig, RewardConfig, TrainRunConfig, load_config
 from gainrl.data import Row, load_rows
-from gainrl.rewards.code import problem_text
+from gainrl.prompts import problem_text
 from gainrl.rewards.training import build_reward
 from tests.helpers import REPO
 
@@ -18,7 +18,7 @@ def test_code_rows_keep_their_test_fields_and_canonical_programs_earn_full_rewar
                                 keep_fields=CODE_FIELDS, limit=3)).rows
     assert all(set(row.fields) == set(CODE_FIELDS) for row in rows)
     for row in rows:  # the prompt the trainer builds names the function the tests call
-        assert row.fields["entry_point"] in problem_text(row.problem, row.fields["test"], row.fields["test_type"])
+        assert row.fields["entry_point"] in problem_text(row)
     reward = build_reward(RewardConfig(kind="code", timeout_s=30, num_workers=2))
     try:
         solutions = [f"```python\n{row.answer}\n```" for row in rows]

@@ -1,0 +1,137 @@
+"""Models and tokenizers: loading them, finding their parts by structure, naming their dtype and pad token.
+
+One owner for what the scorer, the learner, the rollout engine and the exports all need of a
+checkpoint folder: its config and tokenizer (errors that name `model.path`), a fingerprint of
+its weights, the decoder stack, an MLP and the final norm found by module structure and sizes
+(never by attribute names), the dtype "auto" resolves to, the pad id, and the non-weight files
+(config, generation config, tokenizer) of a transformers folder.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+
+def load_tokenizer(path: str):
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"model.path: cannot load a tokenizer from {path!r}: {e}") from None
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its EOS token (padded
+    positions are masked out everywhere, so only its being a valid id matters)."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id if not isinstance(token_id, list) else token_id[0])
+    raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')} has neither a pad nor an EOS token")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bfloat16": the spelling of DeepSpeed's and vLLM's configs."""
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_layer(layer: int, num_layers: int) -> int:
+    resolved = layer + num_layers if layer < 0 else layer
+    if not 0 <= resolved < num_layers:
+        raise ValueError(f"config key 'scorer.layer': {layer} is out of range for a model with {num_layers} layers")
+    return resolved
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def find_decoder_layers(model: nn.Module, num_layers: int) -> nn.ModuleList:
+    """The ModuleList of `num_layers` modules of one class: the decoder stack."""
+    found = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers
+             and len({type(x) for x in m}) == 1]
+    if len(found) != 1:
+        raise ValueError(f"cannot identify the decoder layers of {type(model).__name__}: "
+                         f"{len(found)} ModuleLists of {num_layers} same-class modules")
+    return found[0]
+
+
+def find_mlp(layer: nn.Module, hidden_size: int, intermediate_size: int) -> str:
+    """Name of the direct child of `layer` that maps hidden -> intermediate: the MLP."""
+    names = [name for name, child in layer.named_children()
+             if any(isinstance(m, nn.Linear) and m.in_features == hidden_size and m.out_features == intermediate_size
+                    for m in child.modules())]
+    if len(names) != 1:
+        raise ValueError(f"cannot identify the MLP of {type(layer).__name__}: {len(names)} children hold a "
+                         f"{hidden_size} -> {intermediate_size} linear map ({names})")
+    return names[0]
+
+
+def find_final_norm(base: nn.Module, layers: nn.ModuleList, hidden_size: int) -> Optional[str]:
+    """Name of the direct child of the base model after the decoder stack whose parameters
+    are all vectors of the hidden size (the final norm), or None if there is none."""
+    def shape(p):  # ZeRO-3 partitioned parameters keep their full shape in ds_shape
+        return tuple(getattr(p, "ds_shape", p.shape))
+
+    names = [name for name, child in base.named_children()
+             if child is not layers and any(True for _ in child.parameters())
+             and all(shape(p) == (hidden_size,) for p in child.parameters())]
+    return names[0] if len(names) == 1 else None
+
+
+def checkpoint_fingerprint(path: str) -> str:
+    """Hash of config.json and, for each weight file, its size and first and last MiB."""
+    digest = hashlib.sha256()
+    if not os.path.isdir(path):
+        return hashlib.sha256(f"hub:{path}".encode()).hexdigest()
+    with open(os.path.join(path, "config.json"), "rb") as f:
+        digest.update(json.dumps(json.load(f), sort_keys=True).encode())
+    for name in sorted(os.listdir(path)):
+        if name.endswith((".safetensors", ".bin", ".pt")):
+            file_path = os.path.join(path, name)
+            size = os.path.getsize(file_path)
+            digest.update(f"{name}:{size}".encode())
+            with open(file_path, "rb") as f:
+                digest.update(f.read(1 << 20))
+                f.seek(max(0, size - (1 << 20)))
+                digest.update(f.read(1 << 20))
+    return digest.hexdigest()
+
+
+def load_model_config(path: str):
+    if not os.path.isdir(path) and os.path.exists(path):
+        raise ValueError(f"model.path: {path} is not a model folder")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise ValueError(f"model.path: cannot load a model config from {path!r}: {e}") from None
+
+
+def load_causal_lm(path: str, dtype: torch.dtype, attn_implementation: str, ds_config: dict) -> nn.Module:
+    """from_pretrained, partitioned across ranks as it loads when ds_config is ZeRO-3."""
+    from transformers.integrations import HfDeepSpeedConfig
+    keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841  (ZeRO-3: from_pretrained partitions while alive)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+
+
+def save_hf_metadata(model, tokenizer, out_dir: str) -> None:
+    """Rank 0: write model.config, model.generation_config (when it has one) and the tokenizer to out_dir.
+
+    These are the parts of a transformers folder that a sharded checkpoint does not hold. The trainer
+    turns the KV cache off for training (`use_cache=False`); that is no property of the model, so the
+    written config has it back on, as the model had it before training.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.use_cache = True
+    config.save_pretrained(out_dir)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

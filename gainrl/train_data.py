@@ -1,0 +1,54 @@
+"""The training set as the loop needs it: rows, prompts and fingerprint, checked against the config; its ranking.
+
+What can be wrong with the input fails here, before any model is built.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from . import dist, metrics
+from .config import TrainRunConfig
+from .data import Row, dataset_fingerprint, load_rows
+from .prompts import Prompt, PromptBuilder, build_prompts
+from .scorer import run_scoring
+from .scores import read_score_file
+
+
+@dataclass
+class TrainData:
+    rows: list[Row]
+    prompts: list[Prompt]
+    fingerprint: str
+
+
+def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int) -> TrainData:
+    loaded = load_rows(cfg.data)
+    if loaded.num_skipped:
+        metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
+    prompts = build_prompts(PromptBuilder(tokenizer, cfg.prompt), loaded.rows)
+    too_long = [(row.id, p.num_tokens) for row, p in zip(loaded.rows, prompts)
+                if p.num_tokens > cfg.rollout.max_prompt_tokens]
+    if too_long:
+        raise ValueError(f"config key 'rollout.max_prompt_tokens': {len(too_long)} prompts of {cfg.data.path} are "
+                         f"longer than {cfg.rollout.max_prompt_tokens} tokens (e.g. row id {too_long[0][0]!r}: "
+                         f"{too_long[0][1]} tokens); raise it or filter the data")
+    num_rows, per_epoch, per_step = len(loaded.rows), cfg.sampler.prompts_per_epoch, cfg.train.prompts_per_step
+    if per_epoch > num_rows:
+        raise ValueError(f"config key 'sampler.prompts_per_epoch': {per_epoch} is more than the "
+                         f"{num_rows} rows of {cfg.data.path}")
+    if per_step % world_size:
+        raise ValueError(f"config key 'train.prompts_per_step': {per_step} prompts cannot be split evenly "
+                         f"over {world_size} ranks")
+    return TrainData(loaded.rows, prompts, dataset_fingerprint(loaded.rows))
+
+
+def load_ranking(cfg: TrainRunConfig, info: dist.DistInfo, data: TrainData) -> tuple[Optional[str], Optional[dict]]:
+    """The score file and its columns, when the curriculum walks an order that comes from one."""
+    if cfg.sampler.schedule == "uniform" or cfg.sampler.order == "random":
+        return None, None
+    path = cfg.train.score_file
+    if path is None:  # score the training set first (resumable; a finished file is reused)
+        path = dist.broadcast_from_rank0(run_scoring(cfg, info))
+    return os.path.abspath(path), read_score_file(path, data.fingerprint).columns

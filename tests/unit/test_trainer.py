@@ -1,0 +1,265 @@
+"""The training loop (trainer.run_training) driven in one process with fakes at its two boundaries.
+
+The policy is a real tiny causal LM with a torch optimizer standing in for the DeepSpeed engine
+(same calls: log-probs with the angle probe, backward, step at the accumulation's end, a skipped
+step on non-finite gradients, save/load); the rollout engine samples random tokens from torch's
+global generator and checks the wake/sleep order. Everything between them is the real loop:
+the sampler, advantages, the loss, the run log, checkpoints, the stop file, resume and validation.
+"""
+import json
+import os
+
+import pytest
+import torch
+
+from gainrl import checkpoint
+from gainrl.config import DataConfig, TrainRunConfig, load_config
+from gainrl.data import dataset_fingerprint, load_rows
+from gainrl.engine import MlpInputProbe, forward_logprobs
+from gainrl.metric_names import phase_of
+from gainrl.prompts import PromptBuilder, build_prompts
+from gainrl.rollout import Completion
+from gainrl.sampler import build_sampler
+from gainrl.trainer import LoopState, Run, TrainData, restore, run_training
+from gainrl.validation import ValidationSet
+from tests.helpers import BUNDLED_ROWS
+
+NUM_ROWS, GROUP_SIZE = 16, 2
+
+
+class FakePolicy:
+    """A plain model and Adam in place of DeepSpeed: the gradient steps at the last of `accumulation`
+    micro-batches, and is skipped (was_step_applied False) when a gradient is not finite."""
+
+    def __init__(self, model_dir, accumulation: int, events: list, nan_steps=()):
+        from transformers import AutoModelForCausalLM
+        self.module = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.module.config.use_cache = False
+        self.probe = MlpInputProbe(self.module, -1)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3)
+        self.device = torch.device("cpu")
+        self.accumulation, self.events, self.nan_steps = accumulation, events, set(nan_steps)
+        self.micro, self.num_steps, self.applied, self.norm, self.num_saves = 0, 0, True, None, 0
+
+    def train(self, mode=True):
+        self.module.train(mode)
+
+    def logprobs(self, input_ids, attention_mask, *, temperature, with_entropy=False, with_angle=False):
+        self.events.append("forward" if torch.is_grad_enabled() else "forward_no_grad")
+        logp, entropy, angle = forward_logprobs(self.module, input_ids, attention_mask,
+                                                self.probe if with_angle else None, with_entropy, temperature)
+        if self.num_steps + 1 in self.nan_steps and torch.is_grad_enabled():
+            logp = logp * float("nan")
+        return logp, entropy, angle
+
+    def backward(self, loss):
+        self.events.append("backward")
+        loss.backward()
+
+    def step(self):
+        self.micro += 1
+        if self.micro < self.accumulation:
+            return
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        self.norm = float(torch.stack([g.norm() for g in grads]).norm())
+        self.applied = all(bool(torch.isfinite(g).all()) for g in grads)
+        if self.applied:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.micro, self.num_steps = 0, self.num_steps + 1
+        self.events.append("optimizer_step")
+
+    def was_step_applied(self):
+        return self.applied
+
+    def grad_norm(self):
+        return self.norm
+
+    def save_checkpoint(self, root, tag):
+        self.num_saves += 1
+        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "num_steps": self.num_steps}, os.path.join(root, tag, "fake_policy.pt"))
+
+    def load_checkpoint(self, root, tag):
+        state = torch.load(os.path.join(root, tag, "fake_policy.pt"), weights_only=False)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_steps = state["num_steps"]
+        return True
+
+    def save_hf(self, tokenizer, out_dir):
+        self.module.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+
+
+class FakeRollout:
+    """Random completions from torch's global generator (so a restored RNG state matters), refusing to
+    generate while asleep; remembers the last weights pushed into it. (How the real engine sleeps and
+    wakes around a push is its own business, tested in tests/dist/test_rollout_dist.py.)"""
+
+    def __init__(self, events: list, on_generate=None):
+        self.events, self.on_generate = events, on_generate
+        self.awake, self.pushed, self.num_generates = True, None, 0
+
+    def wake(self, tags=None):
+        self.events.append("wake" if tags is None else "wake_weights")
+        self.awake = self.awake or tags is None
+
+    def sleep(self):
+        self.events.append("sleep")
+        self.awake = False
+
+    def generate(self, prompt_token_ids, num_samples, greedy=False):
+        assert self.awake, "generate while the engine sleeps"
+        self.events.append("generate_greedy" if greedy else "generate")
+        self.num_generates += 1
+        if self.on_generate is not None:
+            self.on_generate(self.num_generates)
+        out = []
+        for _ in prompt_token_ids:
+            lengths = torch.randint(1, 7, (1 if greedy else num_samples,)).tolist()
+            out.append([Completion(torch.randint(20, 200, (n,)).tolist(), [0.0] * n, "length") for n in lengths])
+        return out
+
+    def sync_weights(self, model):
+        self.events.append("sync_weights")
+        self.pushed = {name: p.detach().clone() for name, p in model.named_parameters()}
+        return {}
+
+    def close(self):
+        self.events.append("close")
+
+
+class FakeReward:
+    """1 for a completion of an even number of characters: mixed rewards, no grader processes."""
+
+    def __call__(self, completions, rows):
+        return [float(len(text) % 2 == 0) for text in completions], 0, 0
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def rows_and_prompts(tiny_model_dir, tiny_tokenizer):
+    rows = load_rows(DataConfig(path=BUNDLED_ROWS, limit=NUM_ROWS + 4)).rows
+    prompts = build_prompts(PromptBuilder(tiny_tokenizer, TrainRunConfig().prompt), rows)
+    return rows, prompts
+
+
+def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, nan_steps=(), on_generate=None,
+             validate=False):
+    cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", f"train.output_dir={tmp_path}",
+                       "sampler.order=random", "sampler.prompts_per_epoch=8", "sampler.adj_max=8",
+                       "sampler.sigma=5", "sampler.n=2", "train.prompts_per_step=4", f"grpo.group_size={GROUP_SIZE}",
+                       "train.micro_batch_size=4", "train.epochs=2", "train.checkpoint_every=0", "train.keep_checkpoints=9",
+                       "log.tensorboard=false", "log.plots=false", "rollout.temperature=0.9", *overrides], TrainRunConfig)
+    rows, prompts = rows_and_prompts
+    data = TrainData(rows[:NUM_ROWS], prompts[:NUM_ROWS], dataset_fingerprint(rows[:NUM_ROWS]))
+    torch.manual_seed(cfg.seed)
+    events = []
+    accumulation = cfg.train.prompts_per_step * GROUP_SIZE // cfg.train.micro_batch_size
+    heldout = ValidationSet(rows[NUM_ROWS:], prompts[NUM_ROWS:]) if validate else None
+    run = Run(cfg, data, tiny_tokenizer, build_sampler(cfg.sampler, None, NUM_ROWS, seed=cfg.seed),
+              FakePolicy(tiny_model_dir, accumulation, events, nan_steps), None, FakeRollout(events, on_generate),
+              FakeReward(), tiny_tokenizer.pad_token_id, heldout=heldout)
+    return run, events
+
+
+def records(path, name):
+    with open(os.path.join(path, name)) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_timings(rows):
+    return [{k: v for k, v in r.items() if phase_of(k) is None and k not in ("elapsed_s", "tokens_per_s")}
+            for r in rows]
+
+
+def test_each_step_runs_its_phases_in_order_and_pushes_the_updated_weights(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                                           rows_and_prompts):
+    run, events = make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts)
+    last = run_training(run)
+    one_step = ["wake", "generate", "sleep"] + ["forward_no_grad"] * 2 + ["forward", "backward"] * 2 \
+        + ["optimizer_step", "sync_weights"]
+    assert events == one_step * 4 + ["close"]  # 2 micro-batches per step; no validation set
+    steps = records(tmp_path, "metrics.jsonl")
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and [r["epoch"] for r in steps] == [0, 0, 1, 1]
+    assert last == steps[-1] and {"generate", "reward", "old_logprobs", "update", "push"} == \
+        {phase_of(k) for k in last if phase_of(k)}
+    assert all(r["num_skipped_steps"] == 0 and r["num_skipped_updates"] == 0 for r in steps)
+    assert steps[0]["mu"] == steps[1]["mu"] != steps[2]["mu"]  # mu moves after an epoch only
+    draws = records(tmp_path, "draws.jsonl")
+    assert [d["epoch"] for d in draws] == [0, 1] and all(len(set(d["indices"])) == 8 for d in draws)
+    model = run.policy.module
+    assert all(torch.equal(run.rollout.pushed[name], p) for name, p in model.named_parameters())
+    assert os.path.isfile(tmp_path / "final" / "config.json") and os.path.isfile(tmp_path / "run.json")
+
+
+def test_validation_runs_before_training_and_after_each_epoch_then_reloads_the_engine(tmp_path, tiny_model_dir,
+                                                                                      tiny_tokenizer, rows_and_prompts):
+    run, events = make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, "validation.every_epochs=1",
+                           validate=True)
+    run_training(run)
+    assert [r["epoch"] for r in records(tmp_path, "validation.jsonl")] == [0, 1, 2]
+    greedy = [k for k, e in enumerate(events) if e == "generate_greedy"]
+    assert len(greedy) == 3 and all(events[k + 1] == "sync_weights" for k in greedy)
+
+
+def test_a_step_saves_once_even_where_a_periodic_save_meets_the_final_one(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                                          rows_and_prompts):
+    run, _ = make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, "train.checkpoint_every=2")
+    run_training(run)
+    names = [os.path.basename(p) for p in checkpoint.complete_checkpoints(str(tmp_path))]
+    assert names == ["step_00000002", "step_00000004"] and run.policy.num_saves == 2
+
+
+def test_skipped_steps_are_counted_and_a_streak_of_them_stops_the_run_after_saving(tmp_path, tiny_model_dir,
+                                                                                   tiny_tokenizer, rows_and_prompts):
+    run, _ = make_run(tmp_path / "one", tiny_model_dir, tiny_tokenizer, rows_and_prompts,
+                      "train.max_nonfinite_steps=2", nan_steps={2})
+    run_training(run)
+    steps = records(tmp_path / "one", "metrics.jsonl")
+    assert [r["num_skipped_updates"] for r in steps] == [0, 1, 0, 0]
+    assert [r["num_skipped_steps"] for r in steps] == [0, 1, 1, 1] and steps[1]["num_nonfinite_losses"] == 2
+
+    run, _ = make_run(tmp_path / "two", tiny_model_dir, tiny_tokenizer, rows_and_prompts,
+                      "train.max_nonfinite_steps=2", nan_steps={2, 3})
+    with pytest.raises(RuntimeError, match="2 steps in a row had a NaN or inf loss"):
+        run_training(run)
+    assert [os.path.basename(p) for p in checkpoint.complete_checkpoints(str(tmp_path / "two"))] == ["step_00000003"]
+    assert len(records(tmp_path / "two", "metrics.jsonl")) == 3
+
+
+def test_a_stop_mid_epoch_then_a_resume_gives_the_uninterrupted_run_exactly(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                                            rows_and_prompts):
+    whole, _ = make_run(tmp_path / "whole", tiny_model_dir, tiny_tokenizer, rows_and_prompts)
+    run_training(whole)
+
+    out = tmp_path / "parts"
+    stop = str(out / "STOP")
+
+    def request_stop(num_generates):
+        if num_generates == 1:  # while step 1 runs: honoured at its end, mid-epoch
+            open(stop, "w").close()
+
+    first, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, on_generate=request_stop)
+    assert run_training(first)["step"] == 1
+    assert not os.path.exists(stop)  # honoured, then removed
+    cfg = first.cfg
+    path = checkpoint.resume_point(cfg)
+    assert os.path.basename(path) == "step_00000001"
+
+    second, events = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts)
+    torch.manual_seed(1234)  # whatever the start-up drew: the checkpoint's RNG states replace it
+    restore(second, path)
+    assert second.state.step == 1 and second.state.step_in_epoch == 1 and second.state.indices is not None
+    assert events == ["sync_weights"]  # the engine, built with the start weights, gets the checkpoint's
+    run_training(second)
+
+    assert without_timings(records(out, "metrics.jsonl")) == without_timings(records(tmp_path / "whole",
+                                                                                     "metrics.jsonl"))
+    assert records(out, "draws.jsonl") == records(tmp_path / "whole", "draws.jsonl")
+    for (name, a), b in zip(whole.policy.module.named_parameters(), second.policy.module.parameters()):
+        assert torch.equal(a, b), name
+    assert isinstance(second.state, LoopState) and second.state.step == 4
