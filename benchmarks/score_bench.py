@@ -43,12 +43,12 @@ BUNDLED_GSM8K = os.path.join(REPO, "gainrl", "assets", "gsm8k_train_512.jsonl")
 def load_prompts(args, model_path: str, limit: int):
     from gainrl.config import DataConfig, PromptConfig
     from gainrl.data import load_rows
-    from gainrl.prompts import PromptBuilder
+    from gainrl.prompts import PromptBuilder, build_prompts
     from gainrl.models import load_tokenizer, pad_token_id
     tokenizer = load_tokenizer(model_path)
     rows = load_rows(DataConfig(path=args.data, limit=limit)).rows
     builder = PromptBuilder(tokenizer, PromptConfig())
-    prompts = [builder.build(row.problem) for row in rows]
+    prompts = build_prompts(builder, rows)
     pad_id = pad_token_id(tokenizer)
     return rows, prompts, pad_id
 

@@ -27,7 +27,7 @@ from .jsonl import read_jsonl
 from .models import (checkpoint_fingerprint, dtype_name, load_model_config, load_tokenizer, pad_token_id,
                      resolve_dtype, resolve_layer)
 from .prefill import PrefillModel, load_prefill_model
-from .prompts import Prompt, PromptBuilder, build_prompts
+from .prompts import Prompt, PromptBuilder, build_prompts, problem_text
 
 RECORD_FIELDS = ("id", "c_intra", "c_inter", "prompt_tokens", "num_p", "num_q", "flags")
 
@@ -154,6 +154,8 @@ def plan_job(cfg: Config, tokenizer, model_fingerprint: str, num_layers: int, dt
         "dataset_fingerprint": dataset_fingerprint(loaded.rows), "dataset_rows": len(loaded.rows),
         "dataset_skipped_rows": loaded.num_skipped,
     }
+    if any(problem_text(row) != row.problem for row in loaded.rows):  # code rows: scored as the code task
+        metadata["problem_format"] = "code"  # (absent for plain rows, so their keys are what they were)
     key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()
     metadata["key"] = key
     if cfg.scorer.output:

@@ -7,18 +7,17 @@ prompts and broadcasts them; each optimizer step takes `train.prompts_per_step` 
 evenly over the ranks, and `train_step` does, in order: generate -> reward -> advantages -> old
 log-probs and angle -> policy update -> weight push -> metrics. After the epoch the sampler moves
 mu from the epoch's accuracy and angle. The loop sees the policy and the rollout engine only
-through the `Policy` and `Rollout` protocols below (tests drive it with fakes).
+through the `Policy` and `Rollout` protocols (gainrl.protocols; tests drive it with fakes).
 """
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import checkpoint, dist, metrics
 from .algo import (STAT_KEYS, Sequences, group_advantages, local_normalizer, micro_batches, pack_sequences,
@@ -29,38 +28,12 @@ from .inputs import ensure_inputs
 from .metric_names import phase_seconds_key
 from .models import dtype_name, load_tokenizer, pad_token_id, resolve_dtype
 from .prompts import PromptBuilder
+from .protocols import Policy, Rollout
 from .rewards.training import Reward, build_reward
-from .rollout import Completion, RolloutEngine
+from .rollout import RolloutEngine
 from .sampler import Sampler, build_sampler, draw_on_rank0_and_broadcast
 from .train_data import TrainData, load_ranking, load_train_data
 from .validation import ValidationSet, Validator, load_validation_set
-
-
-class Policy(Protocol):
-    """The learner as the loop uses it (engine.DeepSpeedModel)."""
-    device: torch.device
-    module: nn.Module  # the model whose weights are pushed and saved
-
-    def train(self, mode: bool = True) -> None: ...
-    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, temperature: float,
-                 with_entropy: bool = False, with_angle: bool = False) -> tuple: ...
-    def backward(self, loss: torch.Tensor) -> None: ...  # the gradient of the global-sum loss
-    def step(self) -> None: ...  # steps the optimizer at the accumulation's last micro-batch
-    def was_step_applied(self) -> bool: ...
-    def grad_norm(self) -> Optional[float]: ...
-    def save_checkpoint(self, root: str, tag: str) -> None: ...
-    def load_checkpoint(self, root: str, tag: str) -> bool: ...
-    def save_hf(self, tokenizer, out_dir: str) -> None: ...
-
-
-class Rollout(Protocol):
-    """The colocated generator as the loop uses it (rollout.RolloutEngine)."""
-    def wake(self, tags: Optional[Sequence[str]] = None) -> None: ...
-    def sleep(self) -> None: ...
-    def generate(self, prompt_token_ids: list[list[int]], num_samples: int,
-                 greedy: bool = False) -> list[list[Completion]]: ...
-    def sync_weights(self, model: nn.Module) -> dict: ...
-    def close(self) -> None: ...
 
 
 # ---- where the loop stands ------------------------------------------------------------------------

@@ -14,7 +14,8 @@ DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
 
 
 def child_env(**extra: str) -> dict:
-    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO, **extra)
+    """The caller's environment with the test settings; `extra` wins over both (a node's own OMP_NUM_THREADS)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, **extra}
 
 
 def torchrun(script: str, nproc: int, *args: str) -> list:

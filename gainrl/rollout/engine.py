@@ -97,7 +97,7 @@ def _finish_reload(worker) -> None:
 
 class RolloutEngine:
     """One vLLM engine on this rank. A training step:
-    generate -> sleep() -> learner step -> wake(["weights"]) -> push_weights -> wake() -> generate ...
+    wake() -> generate -> sleep() -> learner step -> sync_weights(model) -> wake() -> generate ...
     On CPU vLLM's sleep/wake do nothing and the weights stay resident, but the order is checked
     all the same (generating while asleep or before the push, pushing into sleeping weights)."""
 

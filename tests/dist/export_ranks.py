@@ -5,7 +5,7 @@
         (so the weights differ from the initial ones) and is saved as the trainer saves it (gainrl.checkpoint.save:
         DeepSpeed's files under a `.partial` tag, plus hf/ from save_hf_metadata, renamed by rank 0). For comparison it
         also writes the engine's own gathered weights and its log-probs of the fixed sequences
-        (OUT_DIR/engine.pt), and the end-of-run export (engine.save_hf_model -> OUT_DIR/final). Last, it
+        (OUT_DIR/engine.pt), and the end-of-run export (DeepSpeedModel.save_hf -> OUT_DIR/final). Last, it
         takes another step and loads the renamed checkpoint back, to show that the renamed tag still
         restores the saved weights.
 

@@ -67,7 +67,7 @@ def test_export_holds_the_engines_weights_bitwise(round_trips, tiny_model_dir):
     for name, tensor in exported.items():
         assert tensor.dtype == torch.float32 and torch.equal(tensor, engine[name]), name
         assert not torch.equal(tensor, initial[name]), f"{name} did not change: the comparison proves nothing"
-    # the end-of-run export from the live engine (engine.save_hf_model) writes the same weights
+    # the end-of-run export from the live engine (DeepSpeedModel.save_hf) writes the same weights
     final = load_file(os.path.join(round_trips["run_dir"], "final", "model.safetensors"))
     assert final.keys() == exported.keys() and all(torch.equal(final[n], exported[n]) for n in exported)
     # config, generation config and tokenizer came along; use_cache is back on for inference

@@ -95,7 +95,7 @@ class FakePolicy:
 class FakeRollout:
     """Random completions from torch's global generator (so a restored RNG state matters), refusing to
     generate while asleep; remembers the last weights pushed into it. (How the real engine sleeps and
-    wakes around a push is its own business, tested in tests/dist/test_rollout_dist.py.)"""
+    wakes around a push is its own business: RolloutEngine.sync_weights, run by the 2-rank training tests.)"""
 
     def __init__(self, events: list, on_generate=None):
         self.events, self.on_generate = events, on_generate
@@ -233,7 +233,7 @@ def test_skipped_steps_are_counted_and_a_streak_of_them_stops_the_run_after_savi
 
 def test_a_stop_mid_epoch_then_a_resume_gives_the_uninterrupted_run_exactly(tmp_path, tiny_model_dir, tiny_tokenizer,
                                                                             rows_and_prompts):
-    whole, _ = make_run(tmp_path / "whole", tiny_model_dir, tiny_tokenizer, rows_and_prompts)
+    whole, _ = make_run(tmp_path / "whole", tiny_model_dir, tiny_tokenizer, rows_and_prompts, validate=True)
     run_training(whole)
 
     out = tmp_path / "parts"
@@ -243,23 +243,30 @@ def test_a_stop_mid_epoch_then_a_resume_gives_the_uninterrupted_run_exactly(tmp_
         if num_generates == 1:  # while step 1 runs: honoured at its end, mid-epoch
             open(stop, "w").close()
 
-    first, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, on_generate=request_stop)
+    first, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, on_generate=request_stop,
+                        validate=True)
     assert run_training(first)["step"] == 1
+    with open(out / "metrics.jsonl", "a") as f:  # what a killed run could log after its checkpoint
+        f.write(json.dumps({"step": 2, "loss": 9.0}) + "\n")
+    with open(out / "validation.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 1, "step": 2, "accuracy": 9.0, "num_rows": 4}) + "\n")
     assert not os.path.exists(stop)  # honoured, then removed
     cfg = first.cfg
     path = checkpoint.resume_point(cfg)
     assert os.path.basename(path) == "step_00000001"
 
-    second, events = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts)
+    second, events = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, validate=True)
     torch.manual_seed(1234)  # whatever the start-up drew: the checkpoint's RNG states replace it
     restore(second, path)
     assert second.state.step == 1 and second.state.step_in_epoch == 1 and second.state.indices is not None
-    assert events == ["sync_weights"]  # the engine, built with the start weights, gets the checkpoint's
+    assert events == ["sync_weights"]  # the engine, built with the start weights, gets the checkpoint's (and no
+    # validation before the first step: the run validated at epoch 0 before it stopped)
     run_training(second)
 
     assert without_timings(records(out, "metrics.jsonl")) == without_timings(records(tmp_path / "whole",
                                                                                      "metrics.jsonl"))
     assert records(out, "draws.jsonl") == records(tmp_path / "whole", "draws.jsonl")
+    assert records(out, "validation.jsonl") == records(tmp_path / "whole", "validation.jsonl")  # epochs 0, 1, 2
     for (name, a), b in zip(whole.policy.module.named_parameters(), second.policy.module.parameters()):
         assert torch.equal(a, b), name
     assert isinstance(second.state, LoopState) and second.state.step == 4
