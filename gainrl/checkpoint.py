@@ -206,8 +206,8 @@ class Checkpointer:
 
 # keys a resumed run may change; any other difference from the checkpoint's config is refused
 RESUMABLE_CHANGES = ("train.epochs", "train.resume", "train.output_dir", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.max_nonfinite_steps", "train.stop_file", "dist.", "log.", "reward.num_workers",
-                     "rollout.cpu_kv_cache_gib", "rollout.gpu_memory_utilization", "scorer.")
+                     "train.keep_checkpoints", "train.max_nonfinite_steps", "train.stop_file", "dist.", "log.",
+                     "reward.num_workers", "rollout.cpu_kv_cache_gib", "rollout.gpu_memory_utilization", "scorer.")
 
 
 def resume_point(cfg: TrainRunConfig) -> Optional[str]:

@@ -1,4 +1,4 @@
-"""Rank-0 output: log lines, progress bars, the run's log files (RunLog), metric names; a per-phase wall-time timer."""
+"""Rank-0 output: log lines, progress bars, the run's log files (RunLog); a per-phase wall-time timer."""
 from __future__ import annotations
 
 import contextlib

@@ -151,9 +151,10 @@ def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overri
              validate=False):
     cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", f"train.output_dir={tmp_path}",
                        "sampler.order=random", "sampler.prompts_per_epoch=8", "sampler.adj_max=8",
-                       "sampler.sigma=5", "sampler.n=2", "train.prompts_per_step=4", f"grpo.group_size={GROUP_SIZE}",
-                       "train.micro_batch_size=4", "train.epochs=2", "train.checkpoint_every=0", "train.keep_checkpoints=9",
-                       "log.tensorboard=false", "log.plots=false", "rollout.temperature=0.9", *overrides], TrainRunConfig)
+                       "sampler.sigma=5", "sampler.n=2", "train.prompts_per_step=4",
+                       f"grpo.group_size={GROUP_SIZE}", "train.micro_batch_size=4", "train.epochs=2",
+                       "train.checkpoint_every=0", "train.keep_checkpoints=9", "log.tensorboard=false",
+                       "log.plots=false", "rollout.temperature=0.9", *overrides], TrainRunConfig)
     rows, prompts = rows_and_prompts
     data = TrainData(rows[:NUM_ROWS], prompts[:NUM_ROWS], dataset_fingerprint(rows[:NUM_ROWS]))
     torch.manual_seed(cfg.seed)
