@@ -34,11 +34,13 @@ class TinyModelConfig:
 
 @dataclass
 class ArithmeticDataConfig:
-    num_rows: int = 512  # problems written to data.path (gainrl.tasks.arithmetic, default difficulty mix)
+    task: str = "expressions"  # expressions (gainrl.tasks.arithmetic) | chains (gainrl.tasks.chains)
+    num_rows: int = 512  # problems written to data.path
     seed: int = 0  # which problems
     test_path: Optional[str] = None  # also write a held-out test split here (no problem of the training set)
     num_test: int = 64  # problems in the test split
-    weights: Optional[list[float]] = None  # relative share of difficulty levels 1..8 (None = the default mix)
+    weights: Optional[list[float]] = None  # relative share of difficulty levels (expressions 1..8, chains 1..5
+    #                                        steps); None = the task's default mix
 
 
 @dataclass
@@ -48,6 +50,9 @@ class ModelConfig:
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
     build_tiny: Optional[TinyModelConfig] = None  # if set and `path` is absent, build a tiny model there
     warm_start: bool = False  # with build_tiny: fine-tune it on data.path's answers first (gainrl.warmstart, cached)
+    warm_start_field: Optional[str] = None  # row field holding the response to fine-tune on (a worked solution);
+    #                                         None = "The answer is \\boxed{answer}."
+    warm_start_target_accuracy: float = 0.35  # stop once the training batches' sampled accuracy reaches this
 
 
 @dataclass
@@ -285,6 +290,9 @@ def validate(cfg: Config) -> None:
     require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be positive or null")
     require(not cfg.model.warm_start or cfg.model.build_tiny is not None, "model.warm_start",
             "needs model.build_tiny (the warm start fine-tunes the tiny model it builds)")
+    require(0 < cfg.model.warm_start_target_accuracy <= 1, "model.warm_start_target_accuracy", "must be in (0, 1]")
+    require(cfg.data.build_arithmetic is None or cfg.data.build_arithmetic.task in ("expressions", "chains"),
+            "data.build_arithmetic.task", "must be expressions or chains")
     require(cfg.data.build_arithmetic is None or cfg.data.build_arithmetic.num_rows > 0,
             "data.build_arithmetic.num_rows", "must be positive")
     require(cfg.data.build_arithmetic is None or cfg.data.build_arithmetic.num_test > 0,

@@ -5,6 +5,7 @@ the environment) and as a single process with no process group at all.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -33,8 +34,7 @@ def init_distributed(timeout_s: int = 1800) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    # torchrun sets LOCAL_WORLD_SIZE, the deepspeed launcher LOCAL_SIZE
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", str(world_size))))
+    local_world_size = _local_world_size()
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -50,6 +50,24 @@ def init_distributed(timeout_s: int = 1800) -> DistInfo:
                               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, world_size, local_rank, local_world_size, device)
+
+
+def _local_world_size() -> int:
+    # torchrun sets LOCAL_WORLD_SIZE, the deepspeed launcher LOCAL_SIZE
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", os.environ.get("WORLD_SIZE", "1"))))
+
+
+@contextlib.contextmanager
+def all_local_cores():
+    """On CPU, let this process's torch use the cores of all its node's ranks while the others wait
+    at a barrier (rank 0 building the inputs alone); restores the thread count after."""
+    threads = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(min(os.cpu_count() or 1, threads * _local_world_size()))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def free_port() -> int:

@@ -73,15 +73,33 @@ def problem_answer_pairs(rows) -> list[tuple[str, str]]:
             for row in rows]
 
 
-def build_examples(tokenizer, pairs: Sequence[tuple[str, str]], prompt_cfg: PromptConfig,
-                   response_template: str = RESPONSE_TEMPLATE) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids as training builds them, response ids ending with the eos token) per row."""
+def _field(row, name: str):
+    value = row.get(name) if isinstance(row, dict) else row.fields.get(name)
+    if not isinstance(value, str) or not value.strip():
+        row_id = row.get("id") if isinstance(row, dict) else row.id
+        raise ValueError(f"warm start: row {row_id!r} has no text in its response field {name!r}")
+    return value
+
+
+def problem_response_pairs(rows, response_template: str = RESPONSE_TEMPLATE,
+                           response_field: Optional[str] = None) -> list[tuple[str, str]]:
+    """(problem, target response) of each row: the row's `response_field` (a worked solution)
+    where given, else `response_template` filled with the row's answer."""
+    if response_field is not None:
+        return [(problem, _field(row, response_field)) for row, (problem, _) in zip(rows, problem_answer_pairs(rows))]
+    return [(problem, response_template.format(answer=answer)) for problem, answer in problem_answer_pairs(rows)]
+
+
+def build_examples(tokenizer, pairs: Sequence[tuple[str, str]],
+                   prompt_cfg: PromptConfig) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids as training builds them, response ids ending with the eos token) per
+    (problem, response) pair."""
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos token to end the response with")
     builder = PromptBuilder(tokenizer, prompt_cfg)
     examples = []
-    for problem, answer in pairs:
-        response = tokenizer(response_template.format(answer=answer), add_special_tokens=False)["input_ids"]
+    for problem, response_text in pairs:
+        response = tokenizer(response_text, add_special_tokens=False)["input_ids"]
         examples.append((builder.build(problem).input_ids, list(response) + [tokenizer.eos_token_id]))
     return examples
 
@@ -162,11 +180,14 @@ def _read_marker(out_dir: str) -> Optional[dict]:
 def warm_start(base_model_dir: str, out_dir: str, rows, prompt_cfg: PromptConfig, *, steps: int = DEFAULT_STEPS,
                lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
                target_accuracy: Optional[float] = DEFAULT_TARGET_ACCURACY, max_seconds: Optional[float] = None,
-               response_template: str = RESPONSE_TEMPLATE, log_every: int = 100) -> str:
+               response_template: str = RESPONSE_TEMPLATE, response_field: Optional[str] = None,
+               log_every: int = 100) -> str:
     """Fine-tune `base_model_dir` on `rows` into `out_dir` (atomically), or return the cached `out_dir`.
 
     Trains at most `steps` batches of `batch_size` rows (cosine learning-rate schedule over
     `steps`), stopping early at `target_accuracy` (None: never) or `max_seconds` (None: never).
+    The target response is each row's `response_field` (a worked solution) where given, else
+    `response_template` with the row's answer.
     """
     if not os.path.isfile(os.path.join(base_model_dir, "config.json")):
         raise ValueError(f"warm start: {base_model_dir} is not a local model folder (no config.json)")
@@ -176,7 +197,7 @@ def warm_start(base_model_dir: str, out_dir: str, rows, prompt_cfg: PromptConfig
         raise ValueError(f"warm start: target_accuracy must be in (0, 1] or None, got {target_accuracy}")
     if "{answer}" not in response_template:
         raise ValueError(f"warm start: response_template must contain {{answer}}, got {response_template!r}")
-    pairs = problem_answer_pairs(rows)
+    pairs = problem_response_pairs(rows, response_template, response_field)
     if not pairs:
         raise ValueError("warm start: no rows to train on")
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -185,6 +206,7 @@ def warm_start(base_model_dir: str, out_dir: str, rows, prompt_cfg: PromptConfig
         "base_model": checkpoint_fingerprint(base_model_dir), "tokenizer": tokenizer_hash(base_model_dir),
         "rows": rows_hash(pairs), "num_rows": len(pairs), "prompt": asdict(prompt_cfg),
         "template": builder.template_hash(), "response_template": response_template,
+        **({"response_field": response_field} if response_field is not None else {}),
         "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
         "target_accuracy": target_accuracy, "max_seconds": max_seconds,
     }
@@ -195,7 +217,7 @@ def warm_start(base_model_dir: str, out_dir: str, rows, prompt_cfg: PromptConfig
               f"expected accuracy {result['expected_accuracy']:.3f})", file=sys.stderr)
         return out_dir
 
-    examples = build_examples(tokenizer, pairs, prompt_cfg, response_template)
+    examples = build_examples(tokenizer, pairs, prompt_cfg)
     pad_id = pad_token_id(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -10,7 +10,7 @@ import sys
 from tests.helpers import REPO
 
 BIN = os.path.dirname(sys.executable)
-DEMO = os.path.join(REPO, "launchers", "recipes", "demo_cpu.yaml")
+DEMO = os.path.join(REPO, "launchers", "recipes", "arith_cpu.yaml")  # the small, fast recipe the tests train
 
 
 def child_env(**extra: str) -> dict:

@@ -132,6 +132,11 @@ def make_problems(num_rows: int, seed: int, weights: Optional[Sequence[float]] =
             for index, (problem, answer, difficulty) in enumerate(drawn)]
 
 
+def problem_key(row: dict) -> str:
+    """What must not repeat across splits: the problem text."""
+    return row["problem"]
+
+
 def write_split(path: str, rows: Sequence[dict]) -> str:
     """Write `rows` as JSON Lines at `path` (atomically); returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -148,6 +153,15 @@ def difficulty_counts(rows: Sequence[dict]) -> dict[int, int]:
     for row in rows:
         counts[row["difficulty"]] = counts.get(row["difficulty"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+def describe(rows: Sequence[dict]) -> str:
+    """`N rows, by difficulty {...}, problem length A-B characters (median M)`: the spread a curriculum works on."""
+    lengths = sorted(len(row["problem"]) for row in rows)
+    if not lengths:
+        return "0 rows"
+    return (f"{len(rows)} rows, by difficulty {difficulty_counts(rows)}, problem length {lengths[0]}-{lengths[-1]} "
+            f"characters (median {lengths[len(lengths) // 2]})")
 
 
 def main(argv=None) -> None:
@@ -168,7 +182,7 @@ def main(argv=None) -> None:
                          exclude={row["problem"] for row in train})
     for name, split in (("train", train), ("test", test)):
         path = write_split(os.path.join(args.out, f"{name}.jsonl"), split)
-        print(f"wrote {path}: {len(split)} rows, by difficulty {difficulty_counts(split)}")
+        print(f"wrote {path}: {describe(split)}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from gainrl.config import PromptConfig
 from gainrl.prompts import PromptBuilder
 from gainrl.tasks.arithmetic import make_problems, write_split
-from gainrl.warmstart import (MARKER, build_examples, collate, expected_accuracy, learning_rate, main,
-                              problem_answer_pairs, prompt_config_from_recipe, response_token_losses, rows_hash,
+from gainrl.warmstart import (MARKER, RESPONSE_TEMPLATE, build_examples, collate, expected_accuracy, learning_rate,
+                              main, problem_response_pairs, prompt_config_from_recipe, response_token_losses, rows_hash,
                               shared_prefix_length, warm_start)
 
 ROWS = make_problems(24, seed=0)
@@ -40,7 +40,7 @@ def full_sequence_loss(model, examples) -> float:
 
 
 def test_examples_are_training_prompts_plus_boxed_answer(tiny_model_dir, tiny_tokenizer):
-    examples = build_examples(tiny_tokenizer, problem_answer_pairs(ROWS[:3]), PromptConfig())
+    examples = build_examples(tiny_tokenizer, problem_response_pairs(ROWS[:3]), PromptConfig())
     builder = PromptBuilder(tiny_tokenizer, PromptConfig())
     for row, (prompt, response) in zip(ROWS, examples):
         assert prompt == builder.build(row["problem"]).input_ids
@@ -57,7 +57,7 @@ def test_shared_prefix_length_is_the_longest_common_prefix():
 
 def test_cached_prefix_loss_equals_the_full_forward(tiny_model_dir, tiny_tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    examples = build_examples(tiny_tokenizer, problem_answer_pairs(ROWS[:6]), PromptConfig())
+    examples = build_examples(tiny_tokenizer, problem_response_pairs(ROWS[:6]), PromptConfig())
     prefix_length = shared_prefix_length(examples)
     assert prefix_length > 50  # system prompt and one-shot exchange are shared
     prefix_ids = torch.tensor(examples[0][0][:prefix_length])
@@ -92,7 +92,7 @@ def test_warm_start_trains_saves_and_caches(tiny_model_dir, tiny_tokenizer, tmp_
     out = str(tmp_path / "warm")
     settings = dict(steps=30, lr=3e-3, batch_size=8, seed=0, target_accuracy=None, log_every=10)
     assert warm_start(tiny_model_dir, out, ROWS, PromptConfig(), **settings) == out
-    examples = build_examples(tiny_tokenizer, problem_answer_pairs(ROWS), PromptConfig())
+    examples = build_examples(tiny_tokenizer, problem_response_pairs(ROWS), PromptConfig())
     base_loss = full_sequence_loss(AutoModelForCausalLM.from_pretrained(tiny_model_dir), examples)
     warm_loss = full_sequence_loss(AutoModelForCausalLM.from_pretrained(out), examples)
     assert warm_loss < 0.5 * base_loss
@@ -142,6 +142,22 @@ def test_bad_inputs_are_value_errors(tiny_model_dir, tmp_path):
         warm_start(tiny_model_dir, str(tmp_path / "out"), ROWS, PromptConfig(), steps=1, response_template="{x}")
 
 
+def test_a_response_field_gives_each_row_its_own_target(tiny_model_dir, tiny_tokenizer, tmp_path):
+    rows = [{**row, "solution": f"{row['answer']}={row['answer']}. The answer is \\boxed{{{row['answer']}}}."}
+            for row in ROWS]
+    pairs = problem_response_pairs(rows, response_field="solution")
+    assert pairs == [(row["problem"], row["solution"]) for row in rows]
+    assert problem_response_pairs(rows)[0][1] == RESPONSE_TEMPLATE.format(answer=rows[0]["answer"])
+    prompt, response = build_examples(tiny_tokenizer, pairs[:1], PromptConfig())[0]
+    assert tiny_tokenizer.decode(response) == rows[0]["solution"] + tiny_tokenizer.eos_token
+    out = warm_start(tiny_model_dir, str(tmp_path / "warm"), rows, PromptConfig(), steps=2, batch_size=4,
+                     response_field="solution")
+    inputs = json.load(open(os.path.join(out, MARKER)))["inputs"]
+    assert inputs["response_field"] == "solution" and inputs["rows"] == rows_hash(pairs)
+    with pytest.raises(ValueError, match=f"row '{ROWS[1]['id']}' has no text in its response field 'solution'"):
+        problem_response_pairs([rows[0], ROWS[1]], response_field="solution")
+
+
 def test_cli_reads_rows_and_the_recipe_prompt(tiny_model_dir, tmp_path):
     write_split(str(tmp_path / "train.jsonl"), ROWS)
     recipe = tmp_path / "recipe.yaml"
@@ -152,7 +168,7 @@ def test_cli_reads_rows_and_the_recipe_prompt(tiny_model_dir, tmp_path):
           "--recipe", str(recipe), "--steps", "2", "--batch_size", "4"])
     inputs = json.load(open(os.path.join(out, MARKER)))["inputs"]
     assert inputs["prompt"]["system_prompt"] is None and inputs["prompt"]["question_template"] == "Q: {problem}"
-    assert inputs["rows"] == rows_hash(problem_answer_pairs(ROWS)) and inputs["steps"] == 2
+    assert inputs["rows"] == rows_hash(problem_response_pairs(ROWS)) and inputs["steps"] == 2
     recipe.write_text("prompt:\n  sytem_prompt: x\n")
     with pytest.raises(ValueError, match="prompt.sytem_prompt"):
         prompt_config_from_recipe(str(recipe))
@@ -166,7 +182,7 @@ def test_training_stops_at_the_target_accuracy(tiny_model_dir, tmp_path):
     assert result["expected_accuracy"] >= 0.002
     # the target was really reached: the mean probability of the target responses (the estimate lags, as it
     # is measured on batches before their update, and is noisy)
-    examples = build_examples(AutoTokenizer.from_pretrained(out), problem_answer_pairs(ROWS), PromptConfig())
+    examples = build_examples(AutoTokenizer.from_pretrained(out), problem_response_pairs(ROWS), PromptConfig())
     measured = sum(math.exp(-t.sum().item()) for t in full_sequence_token_losses(
         AutoModelForCausalLM.from_pretrained(out), examples)) / len(examples)
     assert measured > 0.5 * result["expected_accuracy"]
