@@ -314,11 +314,16 @@ def main(argv=None) -> None:
                              "('none': never)")
     parser.add_argument("--max_seconds", type=_optional_float, default=None,
                         help="stop training after this many seconds")
+    parser.add_argument("--response_field", default=None,
+                        help="row field holding the response to train on, e.g. a worked solution "
+                             "(default: 'The answer is \\boxed{answer}.')")
     args = parser.parse_args(argv)
-    rows = load_rows(DataConfig(path=args.data)).rows
+    keep = [args.response_field] if args.response_field is not None else []
+    rows = load_rows(DataConfig(path=args.data, keep_fields=keep)).rows
     path = warm_start(args.base, args.out, rows, prompt_config_from_recipe(args.recipe), steps=args.steps,
                       lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                      target_accuracy=args.target_accuracy, max_seconds=args.max_seconds)
+                      target_accuracy=args.target_accuracy, max_seconds=args.max_seconds,
+                      response_field=args.response_field)
     print(f"wrote {path}")
 
 

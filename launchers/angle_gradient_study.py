@@ -1,8 +1,8 @@
 """Measure the paper's central claim: do prompts with a higher angle score give larger policy gradients?
 
     python launchers/angle_gradient_study.py --config launchers/recipes/RECIPE.yaml [key=value ...]
-    python launchers/angle_gradient_study.py --config launchers/recipes/demo_cpu.yaml \
-        study.num_prompts=null study.output_dir=runs/studies/angle_gradient_demo      # CPU demo, all 192 rows
+    python launchers/angle_gradient_study.py --config launchers/recipes/arith_cpu.yaml \
+        study.num_prompts=null study.output_dir=runs/studies/angle_gradient_demo      # arith_cpu, all 192 rows
 
 One process. The training recipe gives the model, data, prompt, reward, rollout and GRPO settings;
 `study.*` the study's own. For a seeded random subset of the training prompts: G rollouts each

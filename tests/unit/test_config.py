@@ -91,3 +91,23 @@ def test_training_sections_are_checked(tmp_path):
                           ("rollout.temperature=0", "rollout.temperature"), ("sampler.shedule=uniform", "sampler.shedule")]:
         with pytest.raises(ValueError, match=f"'{key}'"):
             load_config(["--config", recipe, override], TrainRunConfig)
+
+
+EVAL_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "eval", "configs")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(EVAL_CONFIGS, "*.yaml"))), ids=os.path.basename)
+def test_shipped_eval_configs_load(path):
+    from gainrl.evaluation.config import EvalRunConfig, validate_eval
+    load_config(["--config", path, "model.path=m"], EvalRunConfig, validate_eval)
+
+
+def test_the_demo_evaluates_with_its_training_prompt():
+    from gainrl.evaluation.config import EvalRunConfig, validate_eval
+    demo = load_config(["--config", os.path.join(RECIPES, "demo_cpu.yaml")], TrainRunConfig)
+    evaluation = load_config(["--config", os.path.join(EVAL_CONFIGS, "demo_cpu.yaml"), "model.path=m"], EvalRunConfig,
+                             validate_eval)
+    assert evaluation.prompts["math"] == demo.prompt
+    assert evaluation.math_files["chains_test"] == demo.validation.path == demo.data.build_arithmetic.test_path
+    assert evaluation.math_files["chains_train"] == demo.data.path
+    assert evaluation.generation.max_new_tokens == demo.rollout.max_new_tokens

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from gainrl.config import PromptConfig
 from gainrl.prompts import PromptBuilder
+from gainrl.tasks import chains
 from gainrl.tasks.arithmetic import make_problems, write_split
 from gainrl.warmstart import (MARKER, RESPONSE_TEMPLATE, build_examples, collate, expected_accuracy, learning_rate,
                               main, problem_response_pairs, prompt_config_from_recipe, response_token_losses, rows_hash,
@@ -156,6 +157,10 @@ def test_a_response_field_gives_each_row_its_own_target(tiny_model_dir, tiny_tok
     assert inputs["response_field"] == "solution" and inputs["rows"] == rows_hash(pairs)
     with pytest.raises(ValueError, match=f"row '{ROWS[1]['id']}' has no text in its response field 'solution'"):
         problem_response_pairs([rows[0], ROWS[1]], response_field="solution")
+    write_split(str(tmp_path / "chains.jsonl"), chains.make_problems(12, seed=0))  # the CLI keeps the field
+    main(["--base", tiny_model_dir, "--data", str(tmp_path / "chains.jsonl"), "--out", str(tmp_path / "cli"),
+          "--steps", "1", "--batch_size", "4", "--response_field", "solution"])
+    assert json.load(open(tmp_path / "cli" / MARKER))["inputs"]["response_field"] == "solution"
 
 
 def test_cli_reads_rows_and_the_recipe_prompt(tiny_model_dir, tmp_path):
