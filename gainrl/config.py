@@ -290,6 +290,8 @@ def validate(cfg: Config) -> None:
     require(cfg.data.limit is None or cfg.data.limit > 0, "data.limit", "must be positive or null")
     require(not cfg.model.warm_start or cfg.model.build_tiny is not None, "model.warm_start",
             "needs model.build_tiny (the warm start fine-tunes the tiny model it builds)")
+    require(cfg.model.warm_start_field is None or cfg.model.warm_start, "model.warm_start_field",
+            "needs model.warm_start: true (it names what the warm start trains on)")
     require(0 < cfg.model.warm_start_target_accuracy <= 1, "model.warm_start_target_accuracy", "must be in (0, 1]")
     require(cfg.data.build_arithmetic is None or cfg.data.build_arithmetic.task in ("expressions", "chains"),
             "data.build_arithmetic.task", "must be expressions or chains")

@@ -114,16 +114,17 @@ def make_problems(num_rows: int, seed: int, weights: Optional[Sequence[float]] =
         for _ in range(count):
             for _ in range(max_draws_per_row):
                 start, steps = draw_chain(num_steps, rng)
-                if chain_text(start, steps) not in seen:
+                chain = chain_text(start, steps)
+                if chain not in seen:
                     break
             else:
                 raise ValueError(f"chains of {num_steps} steps: no new one left after {max_draws_per_row} draws "
                                  f"({count} wanted): lower its weight or ask for fewer rows")
-            seen.add(chain_text(start, steps))
+            seen.add(chain)
             template = rng.choice(sorted(TEMPLATES))
             rows.append({"problem": problem_text(template, start, steps), "answer": str(totals(start, steps)[-1]),
                          "solution": solution_text(start, steps), "difficulty": num_steps,
-                         "chain": chain_text(start, steps), "template": template})
+                         "chain": chain, "template": template})
     rng.shuffle(rows)
     return [{"id": f"{id_prefix}-{index:06d}", **row} for index, row in enumerate(rows)]
 

@@ -96,6 +96,17 @@ def test_training_sections_are_checked(tmp_path):
 EVAL_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "eval", "configs")
 
 
+def test_warm_start_keys_are_checked(tmp_path):
+    recipe = write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl}\n")
+    with pytest.raises(ValueError, match="'model.warm_start_field'"):
+        load_config(["--config", recipe, "model.warm_start_field=solution"], TrainRunConfig)
+    with pytest.raises(ValueError, match="'model.warm_start_target_accuracy'"):
+        load_config(["--config", recipe, "model.warm_start_target_accuracy=0"], TrainRunConfig)
+    with pytest.raises(ValueError, match="'data.build_arithmetic.task': must be expressions or chains"):
+        load_config(["--config", write(tmp_path, "model: {path: m}\ndata: {path: d.jsonl, build_arithmetic: "
+                                                 "{task: words}}\n")], TrainRunConfig)
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(EVAL_CONFIGS, "*.yaml"))), ids=os.path.basename)
 def test_shipped_eval_configs_load(path):
     from gainrl.evaluation.config import EvalRunConfig, validate_eval
