@@ -109,7 +109,8 @@ class Config:
 
 @dataclass
 class SamplerConfig:
-    schedule: str = "gaussian"  # gaussian (GAIN-RL's moving Gaussian) | uniform (vanilla GRPO: a fresh random subset)
+    schedule: str = "gaussian"  # gaussian (GAIN-RL's moving Gaussian) | uniform (vanilla GRPO: a fresh random
+    # subset) | learnability (weights p(1 - p) from each row's observed pass rate)
     order: str = "score"  # what the Gaussian walks over: score | random (a seeded permutation) | a score-file column
     descending: bool = True  # order highest first (score: most concentrated first; prompt_tokens: false = shortest)
     prompts_per_epoch: int = 256  # B: prompts drawn (without replacement) per epoch
@@ -122,6 +123,15 @@ class SamplerConfig:
     adj_max: float = 1000.0  # upper clip of one mu step
     mu0: float = 0.0  # initial mu
     use_angle: bool = True  # include the training-time angle term n * tanh(alpha * ang) in the update
+    center_angle: bool = False  # the angle term from the signal minus the earlier epochs' mean (gaussian)
+    rescore_every_epochs: int = 0  # re-score the training set with the current policy every K epochs; 0 = never
+    prior_pass_rate: float = 0.5  # learnability: the pass rate assumed for a row not yet seen (Beta prior mean)
+    prior_strength: float = 1.0  # learnability: the prior's weight in pseudo-rollouts
+    skip_zero_variance: bool = False  # GRESO: skip a row whose last z groups had one reward, w.p. 1 - keep_base^z
+    skip_keep_base: float = 0.5
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal and draw more until the
+    dynamic_max_rounds: int = 3  # step's batch is full, at most this many extra rounds (then fill with dropped ones)
+    dynamic_over_draw: float = 1.5  # an extra round draws this many times the groups still missing
 
 
 @dataclass
@@ -312,7 +322,19 @@ def validate(cfg: Config) -> None:
 def validate_training(cfg: TrainRunConfig) -> None:
     """Checks of the training sections; those that need the data (B <= N) run at start-up."""
     s, g, r, o, t = cfg.sampler, cfg.grpo, cfg.rollout, cfg.optim, cfg.train
-    require(s.schedule in ("gaussian", "uniform"), "sampler.schedule", f"must be gaussian or uniform, got {s.schedule!r}")
+    require(s.schedule in ("gaussian", "uniform", "learnability"), "sampler.schedule",
+            f"must be gaussian, uniform or learnability, got {s.schedule!r}")
+    require(not s.center_angle or (s.schedule == "gaussian" and s.use_angle), "sampler.center_angle",
+            "needs sampler.schedule=gaussian and sampler.use_angle=true (it changes the angle term)")
+    require(s.rescore_every_epochs >= 0, "sampler.rescore_every_epochs", "must be >= 0 (0 = never)")
+    require(s.rescore_every_epochs == 0 or (s.schedule == "gaussian" and s.order == "score"),
+            "sampler.rescore_every_epochs", "re-scores the angle ranking: needs sampler.schedule=gaussian and "
+            "sampler.order=score")
+    require(0 < s.prior_pass_rate < 1, "sampler.prior_pass_rate", "must be in (0, 1)")
+    require(s.prior_strength > 0, "sampler.prior_strength", "must be positive")
+    require(0 < s.skip_keep_base < 1, "sampler.skip_keep_base", "must be in (0, 1)")
+    require(s.dynamic_max_rounds >= 1, "sampler.dynamic_max_rounds", "must be >= 1")
+    require(s.dynamic_over_draw >= 1, "sampler.dynamic_over_draw", "must be >= 1")
     require(s.units in ("positions", "fraction"), "sampler.units", f"must be positions or fraction, got {s.units!r}")
     require(s.prompts_per_epoch > 0, "sampler.prompts_per_epoch", "must be positive")
     require(s.sigma > 0, "sampler.sigma", "must be positive")

@@ -91,6 +91,20 @@ class DeepSpeedModel:
         return forward_logprobs(self.engine, input_ids.to(self.device), attention_mask.to(self.device), probe,
                                 with_entropy=with_entropy, temperature=temperature)
 
+    @torch.no_grad()
+    def hidden_at_layer(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, L, d]: the probed layer's MLP input (scorer.layer), from a no-grad forward
+        (what the periodic re-scoring ranks prompts by; prefill.PrefillModel has the same call)."""
+        self.probe.enabled = True
+        try:
+            self.engine(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                        use_cache=False)
+        finally:
+            self.probe.enabled = False
+        hidden, self.probe.captured = self.probe.captured, None
+        assert hidden is not None, "the angle probe's MLP was not on the forward path"
+        return hidden
+
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate d(loss)/d(weights). DeepSpeed averages gradients over the data-parallel ranks;
         the losses are already normalised by the step's global count, so the average is undone to

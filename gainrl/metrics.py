@@ -99,10 +99,11 @@ class RunLog:
         self.metrics.write(record)
         self.tracker.log(record, record["step"])
 
-    def draw(self, epoch: int, mu: Optional[float], indices, positions) -> None:
-        """An epoch's draw: its row indices and their positions in the ordering (None: uniform)."""
+    def draw(self, epoch: int, mu: Optional[float], indices, positions, extra: Optional[dict] = None) -> None:
+        """An epoch's draw: its row indices and their positions in the ordering, and `extra` facts of it
+        (the sampler update that moved mu to it, rows the skip filter set aside)."""
         self.draws.write({"epoch": epoch, "mu": mu, "indices": [int(i) for i in indices],
-                          "positions": None if positions is None else [int(p) for p in positions]})
+                          "positions": None if positions is None else [int(p) for p in positions], **(extra or {})})
 
     def validated(self, record: dict) -> None:
         self.validation.write(record)

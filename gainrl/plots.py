@@ -144,8 +144,9 @@ def plot_run(run_dir: str) -> list[str]:
     out = os.path.join(run_dir, "plots")
     os.makedirs(out, exist_ok=True)
     paths = []
-    for name, draw in (("progress", plot_progress), ("curriculum", plot_curriculum),
-                       ("optimization", plot_optimization), ("time", plot_time)):
+    figures = [("progress", plot_progress), ("curriculum", plot_curriculum), ("optimization", plot_optimization),
+               ("time", plot_time)] + ([("mu_terms", plot_mu_terms)] if mu_updates(run.draws) else [])
+    for name, draw in figures:
         path = os.path.join(out, f"{name}.png")
         fig = draw(run)
         fig.suptitle(run.info.get("title", run_dir), fontsize=9)
@@ -294,6 +295,47 @@ def plot_curriculum(run: RunFiles):
                      fontsize=9)
     for ax in (walk, signal):
         ax.grid(alpha=0.3)
+    return fig
+
+
+def mu_updates(draws: list[dict]) -> list[tuple[int, dict]]:
+    """(epoch whose accuracy and angle made it, the update) for each Gaussian mu update that draws.jsonl
+    records (each draw holds the update that moved mu to it)."""
+    return [(d["epoch"] - 1, d["update"]) for d in draws
+            if isinstance(d.get("update"), dict) and "accuracy_term" in d["update"]]
+
+
+def term_shares(updates: list[dict]) -> tuple[float, float]:
+    """The accuracy term's and the angle term's shares of mu's movement, sum |term| / sum |both terms|,
+    before the clip to [adj_min, adj_max] (nan when neither moved it)."""
+    acc = sum(abs(u["accuracy_term"]) for u in updates)
+    ang = sum(abs(u["angle_term"]) for u in updates)
+    total = acc + ang
+    return (acc / total, ang / total) if total > 0 else (float("nan"), float("nan"))
+
+
+def plot_mu_terms(run: RunFiles):
+    """After each epoch: mu's step and its two terms, n tanh(alpha (acc - beta)) and n tanh(alpha ang)
+    (ang centred with sampler.center_angle), in positions; the title gives each term's share."""
+    updates = mu_updates(run.draws)
+    epochs = np.array([e for e, _ in updates])
+    acc = np.array([u["accuracy_term"] for _, u in updates])
+    ang = np.array([u["angle_term"] for _, u in updates])
+    step = np.array([u["mu_step"] for _, u in updates])
+    acc_share, ang_share = term_shares([u for _, u in updates])
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax.bar(epochs - 0.2, acc, width=0.4, color="tab:green", label="accuracy term")
+    ax.bar(epochs + 0.2, ang, width=0.4, color="tab:orange",
+           label="angle term" + (" (centred signal)" if run.sampler_config.get("center_angle") else ""))
+    ax.plot(epochs, step, color="black", marker="o", ms=3, lw=1, label="mu's step (after the clip)")
+    ax.axhline(0, color="tab:gray", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("positions")
+    ax.set_title(f"what moved mu: accuracy term {100 * acc_share:.0f}%, angle term {100 * ang_share:.0f}% of "
+                 "sum |term|", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    integer_axis(ax, epochs)
     return fig
 
 

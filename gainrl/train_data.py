@@ -46,7 +46,7 @@ def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int) -> TrainDat
 
 def load_ranking(cfg: TrainRunConfig, info: dist.DistInfo, data: TrainData) -> tuple[Optional[str], Optional[dict]]:
     """The score file and its columns, when the curriculum walks an order that comes from one."""
-    if cfg.sampler.schedule == "uniform" or cfg.sampler.order == "random":
+    if cfg.sampler.schedule != "gaussian" or cfg.sampler.order == "random":
         return None, None
     path = cfg.train.score_file
     if path is None:  # score the training set first (resumable; a finished file is reused)

@@ -22,6 +22,7 @@ import torch
 from . import checkpoint, dist, metrics
 from .algo import (STAT_KEYS, Sequences, group_advantages, local_normalizer, micro_batches, pack_sequences,
                    policy_loss, wasted_group_fraction)
+from .groups import collect_groups
 from .config import GrpoConfig, TrainRunConfig, config_dict
 from .engine import build_policy, build_reference
 from .inputs import ensure_inputs
@@ -29,9 +30,10 @@ from .metric_names import phase_seconds_key
 from .models import dtype_name, load_tokenizer, pad_token_id, resolve_dtype
 from .prompts import PromptBuilder
 from .protocols import Policy, Rollout
+from .rescore import rescore
 from .rewards.training import Reward, build_reward
 from .rollout import RolloutEngine
-from .sampler import Sampler, build_sampler, draw_on_rank0_and_broadcast
+from .sampler import Sampler, build_sampler, draw_on_rank0_and_broadcast, observe_on_rank0
 from .train_data import TrainData, load_ranking, load_train_data
 from .validation import ValidationSet, Validator, load_validation_set
 
@@ -51,24 +53,28 @@ class LoopState:
     rollouts: float = 0.0
     nonfinite_in_a_row: int = 0  # consecutive steps skipped for a NaN/inf loss
     skipped_steps: int = 0  # all steps skipped so far
+    trained_rollouts: float = 0.0  # the epoch's rollouts trained on (the angle's weights; dynamic sampling
+    extra_rows: list[int] = field(default_factory=list)  # generates more): and the rows its extra rounds drew
 
     def start_epoch(self, epoch: int, indices: Optional[list[int]]) -> None:
         """Epoch `epoch` with its draw (None: not drawn yet); its step count and sums start at 0."""
         self.epoch, self.indices = epoch, indices
         self.step_in_epoch, self.correct, self.angle, self.rollouts = 0, 0.0, 0.0, 0.0
+        self.trained_rollouts, self.extra_rows = 0.0, []
 
     def remaining_steps(self, steps_per_epoch: int) -> list[np.ndarray]:
         """The prompt indices of each step of the epoch not done yet."""
         chunks = np.split(np.asarray(self.indices, dtype=np.int64), steps_per_epoch)
         return chunks[self.step_in_epoch:]
 
-    def account(self, record: dict, num_rollouts: int) -> bool:
+    def account(self, record: dict) -> bool:
         """Count one finished step (train_step's record); returns whether its update was skipped."""
         self.step += 1
         self.step_in_epoch += 1
-        self.correct += record["accuracy"] * num_rollouts
-        self.angle += record["angle_mean"] * num_rollouts
-        self.rollouts += num_rollouts
+        self.correct += record["accuracy"] * record["num_rollouts"]  # of all rollouts generated
+        self.angle += record["angle_mean"] * record["num_trained_rollouts"]  # of those trained on
+        self.rollouts += record["num_rollouts"]
+        self.trained_rollouts += record["num_trained_rollouts"]
         skipped = record["num_skipped_updates"] > 0 or record["num_nonfinite_losses"] > 0
         self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if skipped else 0
         self.skipped_steps += skipped
@@ -76,7 +82,7 @@ class LoopState:
 
     def end_epoch(self) -> tuple[float, float]:
         """Close the epoch: its accuracy and mean angle signal (what moves mu)."""
-        accuracy, angle = self.correct / self.rollouts, self.angle / self.rollouts
+        accuracy, angle = self.correct / self.rollouts, self.angle / self.trained_rollouts
         self.start_epoch(self.epoch + 1, None)
         return accuracy, angle
 
@@ -142,7 +148,9 @@ def restore(run: Run, path: str) -> None:
     if restored["dataset_fingerprint"] != run.data.fingerprint:
         raise ValueError(f"config key 'data.path': {run.cfg.data.path} is not the data checkpoint {path} "
                          "was trained on (its rows differ)")
-    run.state = LoopState(**restored["loop"])
+    loop = restored["loop"]
+    loop.setdefault("trained_rollouts", loop["rollouts"])  # saved before dynamic sampling: every rollout trained
+    run.state = LoopState(**loop)
     run.sampler.load_state_dict(restored["sampler"])
     run.rollout.sync_weights(run.policy.module)  # the engine was built with the start weights
     checkpoint.restore_rng(path)
@@ -213,21 +221,15 @@ def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
     timer = metrics.PhaseTimer()
     share = len(prompt_indices) // world_size
     mine = prompt_indices[dist.get_rank() * share: (dist.get_rank() + 1) * share]
-    prompts = [run.data.prompts[i] for i in mine]
 
-    with timer("generate"):
-        run.rollout.wake()
-        groups = run.rollout.generate([p.input_ids for p in prompts], group_size)
-        run.rollout.sleep()
-    prompt_ids = [p.input_ids for p in prompts for _ in range(group_size)]
-    response_ids = [c.token_ids for group in groups for c in group]
-
-    with timer("reward"):
-        texts = run.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-        rows = [run.data.rows[i] for i in mine for _ in range(group_size)]
-        rewards, num_errors, num_timeouts = run.reward(texts, rows)
-        rewards = torch.tensor(rewards, dtype=torch.float32)
-        advantages = group_advantages(rewards, group_size, cfg.grpo.scale_by_std)
+    taken = list(run.state.indices or []) + run.state.extra_rows  # the epoch's rows so far
+    batch, generated = collect_groups(run, mine, run.sampler, taken, timer)  # generate and reward phases
+    run.state.extra_rows = taken[len(run.state.indices or []):]
+    observe_on_rank0(run.sampler, generated.outcomes())
+    prompt_ids = [p for p in batch.prompt_ids for _ in range(group_size)]
+    response_ids = [c.token_ids for group in batch.completions for c in group]
+    rewards = batch.rewards
+    advantages = group_advantages(rewards, group_size, cfg.grpo.scale_by_std)
 
     seqs = pack_sequences(prompt_ids, response_ids, run.pad_id)
     batches = micro_batches(len(response_ids), cfg.train.micro_batch_size)
@@ -240,20 +242,34 @@ def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
     with timer("push"):
         run.rollout.sync_weights(run.policy.module)
 
+    # reward and accuracy: of every rollout generated (dynamic sampling's dropped groups too: what the
+    # draw's prompts are like); the response lengths, the angle and the waste: of the batch trained on
+    informative, group_tokens = generated.informative(), generated.response_tokens()
     local = {
-        "reward_sum": rewards.sum().item(), "correct": (rewards >= 1.0).sum().item(), "rollouts": len(rewards),
-        "wasted_groups": wasted_group_fraction(rewards, group_size) * len(prompts), "groups": len(prompts),
+        "reward_sum": generated.rewards.sum().item(), "correct": (generated.rewards >= 1.0).sum().item(),
+        "generated": len(generated.rewards), "rollouts": len(rewards), "groups": len(batch),
+        "wasted_groups": wasted_group_fraction(rewards, group_size) * len(batch),
+        "generated_groups": len(generated), "zero_variance_groups": informative.count(False),
+        "rollout_tokens": sum(group_tokens),
+        "zero_variance_tokens": sum(t for t, ok in zip(group_tokens, informative) if not ok),
         "response_tokens": sum(seqs.response_lengths), "angle_sum": angle.sum().item(),
-        "num_reward_errors": num_errors, "num_reward_timeouts": num_timeouts,
+        "num_reward_errors": generated.num_errors, "num_reward_timeouts": generated.num_timeouts,
         "tokens": seqs.attention_mask.sum().item(), **sums,
     }
     total = dist.all_reduce_sums(local)
     max_response_tokens = max(dist.all_gather(max(seqs.response_lengths)))
     num_rollouts, num_tokens = total["rollouts"], max(total["num_tokens"], 1.0)
     return {
-        "reward_mean": total["reward_sum"] / num_rollouts,
-        "accuracy": total["correct"] / num_rollouts,
+        "reward_mean": total["reward_sum"] / total["generated"],
+        "accuracy": total["correct"] / total["generated"],
         "wasted_group_fraction": total["wasted_groups"] / total["groups"],
+        "num_rollouts": int(total["generated"]),
+        "num_extra_rollouts": int(total["generated"] - num_rollouts),
+        "num_trained_rollouts": int(num_rollouts),
+        "rollout_tokens": int(total["rollout_tokens"]),
+        "num_groups": int(total["generated_groups"]),
+        "num_zero_variance_groups": int(total["zero_variance_groups"]),
+        "zero_variance_tokens": int(total["zero_variance_tokens"]),
         "response_tokens_mean": total["response_tokens"] / num_rollouts,
         "response_tokens_max": max_response_tokens,
         "angle_mean": total["angle_sum"] / num_rollouts,
@@ -310,14 +326,20 @@ def run_training(run: Run) -> dict:
         if run.resumed_from is None and validate.due(0):
             validate(0, state.step, run.policy.module)
         for epoch in range(state.epoch, cfg.train.epochs):
+            rescore_s = None if not cfg.sampler.rescore_every_epochs else 0.0
             if state.indices is None:  # a new epoch: rank 0 draws, every rank trains on its draw
+                if rescore_s is not None and epoch > 0 and epoch % cfg.sampler.rescore_every_epochs == 0:
+                    rescore_s = rescore(run, epoch)
                 indices = draw_on_rank0_and_broadcast(sampler)
                 dist.check_same_on_every_rank(indices, "the epoch's prompt indices")
-                run_log.draw(epoch, sampler.mu, indices, sampler.last_positions)  # positions: rank 0's, who writes
+                run_log.draw(epoch, sampler.mu, indices, sampler.last_positions,  # positions: rank 0's, who writes
+                             {"update": sampler.last_update, "num_skipped_rows": sampler.last_skipped})
                 state.start_epoch(epoch, indices.tolist())
             for prompt_indices in state.remaining_steps(steps_per_epoch):
                 record = train_step(run, prompt_indices)
-                skipped = state.account(record, len(prompt_indices) * cfg.grpo.group_size)
+                if rescore_s is not None:  # the re-scoring before the epoch is counted in its first step
+                    record[phase_seconds_key("rescore")], rescore_s = rescore_s, 0.0
+                skipped = state.account(record)
                 record = {"step": state.step, "epoch": epoch, "mu": sampler.mu, **record,  # mu moves after the epoch
                           "num_skipped_steps": state.skipped_steps, "elapsed_s": time.time() - start}
                 run_log.step(record)

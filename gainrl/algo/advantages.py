@@ -36,6 +36,17 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale_by_std: bool,
     return centred.view(-1)
 
 
+def equal_reward_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[num_prompts * G] -> [num_prompts] bool: the groups whose rewards are all equal (no learning signal)."""
+    return _all_equal(_grouped(rewards, group_size))
+
+
+def group_reward_variance(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[num_prompts * G] -> [num_prompts] fp32: each group's population variance, exactly 0 where all are equal."""
+    groups = _grouped(rewards, group_size)
+    return torch.where(_all_equal(groups), torch.zeros(groups.shape[0]), groups.var(dim=1, unbiased=False))
+
+
 def wasted_group_fraction(rewards: torch.Tensor, group_size: int) -> float:
     """Fraction of groups whose rewards are all equal (all right or all wrong): their advantages are 0."""
     groups = _grouped(rewards, group_size)

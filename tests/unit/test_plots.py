@@ -175,3 +175,22 @@ def test_command_line(tmp_path):
     assert os.path.join(good, "plots", "curriculum.png") in done.stdout.splitlines()
     assert done.stderr.strip().splitlines()[-1] == \
         f"error: {os.path.join(missing, 'run.json')} not found: is {missing} a training run's train.output_dir?"
+
+
+def test_the_mu_terms_plot_shows_each_terms_share_of_mus_movement(tmp_path):
+    from gainrl.plots import mu_updates, term_shares
+    updates = [{"accuracy_term": -3.0, "angle_term": 1.0, "mu_step": 0.0},
+               {"accuracy_term": 2.0, "angle_term": 2.0, "mu_step": 4.0}]
+    assert term_shares(updates) == pytest.approx((5 / 8, 3 / 8))
+    assert np.isnan(term_shares([{"accuracy_term": 0.0, "angle_term": 0.0}])[0])
+    run_dir = str(tmp_path / "gain")
+    make_run(run_dir, num_epochs=3)
+    draws = read_metrics(os.path.join(run_dir, "draws.jsonl"))
+    for draw, update in zip(draws[1:], updates):
+        draw["update"] = update
+    draws[0]["update"] = None  # the first draw follows no update
+    write_jsonl(os.path.join(run_dir, "draws.jsonl"), draws)
+    assert [e for e, _ in mu_updates(draws)] == [0, 1]
+    paths = plot_run(run_dir)
+    assert_pngs(paths, ["progress.png", "curriculum.png", "optimization.png", "time.png", "mu_terms.png",
+                        "scores.png"])

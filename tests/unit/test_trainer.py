@@ -15,129 +15,15 @@ import torch
 from gainrl import checkpoint
 from gainrl.config import DataConfig, TrainRunConfig, load_config
 from gainrl.data import dataset_fingerprint, load_rows
-from gainrl.engine import MlpInputProbe, forward_logprobs
 from gainrl.metric_names import phase_of
 from gainrl.prompts import PromptBuilder, build_prompts
-from gainrl.rollout import Completion
 from gainrl.sampler import build_sampler
 from gainrl.trainer import LoopState, Run, TrainData, restore, run_training
 from gainrl.validation import ValidationSet
+from tests.fakes import FakePolicy, FakeReward, FakeRollout
 from tests.helpers import BUNDLED_ROWS
 
 NUM_ROWS, GROUP_SIZE = 16, 2
-
-
-class FakePolicy:
-    """A plain model and Adam in place of DeepSpeed: the gradient steps at the last of `accumulation`
-    micro-batches, and is skipped (was_step_applied False) when a gradient is not finite."""
-
-    def __init__(self, model_dir, accumulation: int, events: list, nan_steps=()):
-        from transformers import AutoModelForCausalLM
-        self.module = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        self.module.config.use_cache = False
-        self.probe = MlpInputProbe(self.module, -1)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3)
-        self.device = torch.device("cpu")
-        self.accumulation, self.events, self.nan_steps = accumulation, events, set(nan_steps)
-        self.micro, self.num_steps, self.applied, self.norm, self.num_saves = 0, 0, True, None, 0
-
-    def train(self, mode=True):
-        self.module.train(mode)
-
-    def logprobs(self, input_ids, attention_mask, *, temperature, with_entropy=False, with_angle=False):
-        self.events.append("forward" if torch.is_grad_enabled() else "forward_no_grad")
-        logp, entropy, angle = forward_logprobs(self.module, input_ids, attention_mask,
-                                                self.probe if with_angle else None, with_entropy, temperature)
-        if self.num_steps + 1 in self.nan_steps and torch.is_grad_enabled():
-            logp = logp * float("nan")
-        return logp, entropy, angle
-
-    def backward(self, loss):
-        self.events.append("backward")
-        loss.backward()
-
-    def step(self):
-        self.micro += 1
-        if self.micro < self.accumulation:
-            return
-        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
-        self.norm = float(torch.stack([g.norm() for g in grads]).norm())
-        self.applied = all(bool(torch.isfinite(g).all()) for g in grads)
-        if self.applied:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.micro, self.num_steps = 0, self.num_steps + 1
-        self.events.append("optimizer_step")
-
-    def was_step_applied(self):
-        return self.applied
-
-    def grad_norm(self):
-        return self.norm
-
-    def save_checkpoint(self, root, tag):
-        self.num_saves += 1
-        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "num_steps": self.num_steps}, os.path.join(root, tag, "fake_policy.pt"))
-
-    def load_checkpoint(self, root, tag):
-        state = torch.load(os.path.join(root, tag, "fake_policy.pt"), weights_only=False)
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.num_steps = state["num_steps"]
-        return True
-
-    def save_hf(self, tokenizer, out_dir):
-        self.module.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-
-
-class FakeRollout:
-    """Random completions from torch's global generator (so a restored RNG state matters), refusing to
-    generate while asleep; remembers the last weights pushed into it. (How the real engine sleeps and
-    wakes around a push is its own business: RolloutEngine.sync_weights, run by the 2-rank training tests.)"""
-
-    def __init__(self, events: list, on_generate=None):
-        self.events, self.on_generate = events, on_generate
-        self.awake, self.pushed, self.num_generates = True, None, 0
-
-    def wake(self, tags=None):
-        self.events.append("wake" if tags is None else "wake_weights")
-        self.awake = self.awake or tags is None
-
-    def sleep(self):
-        self.events.append("sleep")
-        self.awake = False
-
-    def generate(self, prompt_token_ids, num_samples, greedy=False):
-        assert self.awake, "generate while the engine sleeps"
-        self.events.append("generate_greedy" if greedy else "generate")
-        self.num_generates += 1
-        if self.on_generate is not None:
-            self.on_generate(self.num_generates)
-        out = []
-        for _ in prompt_token_ids:
-            lengths = torch.randint(1, 7, (1 if greedy else num_samples,)).tolist()
-            out.append([Completion(torch.randint(20, 200, (n,)).tolist(), [0.0] * n, "length") for n in lengths])
-        return out
-
-    def sync_weights(self, model):
-        self.events.append("sync_weights")
-        self.pushed = {name: p.detach().clone() for name, p in model.named_parameters()}
-        return {}
-
-    def close(self):
-        self.events.append("close")
-
-
-class FakeReward:
-    """1 for a completion of an even number of characters: mixed rewards, no grader processes."""
-
-    def __call__(self, completions, rows):
-        return [float(len(text) % 2 == 0) for text in completions], 0, 0
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +34,7 @@ def rows_and_prompts(tiny_model_dir, tiny_tokenizer):
 
 
 def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, nan_steps=(), on_generate=None,
-             validate=False):
+             validate=False, columns=None):
     cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", f"train.output_dir={tmp_path}",
                        "sampler.order=random", "sampler.prompts_per_epoch=8", "sampler.adj_max=8",
                        "sampler.sigma=5", "sampler.n=2", "train.prompts_per_step=4",
@@ -161,7 +47,7 @@ def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overri
     events = []
     accumulation = cfg.train.prompts_per_step * GROUP_SIZE // cfg.train.micro_batch_size
     heldout = ValidationSet(rows[NUM_ROWS:], prompts[NUM_ROWS:]) if validate else None
-    run = Run(cfg, data, tiny_tokenizer, build_sampler(cfg.sampler, None, NUM_ROWS, seed=cfg.seed),
+    run = Run(cfg, data, tiny_tokenizer, build_sampler(cfg.sampler, columns, NUM_ROWS, seed=cfg.seed),
               FakePolicy(tiny_model_dir, accumulation, events, nan_steps), None, FakeRollout(events, on_generate),
               FakeReward(), tiny_tokenizer.pad_token_id, heldout=heldout)
     return run, events
@@ -271,3 +157,50 @@ def test_a_stop_mid_epoch_then_a_resume_gives_the_uninterrupted_run_exactly(tmp_
     for (name, a), b in zip(whole.policy.module.named_parameters(), second.policy.module.parameters()):
         assert torch.equal(a, b), name
     assert isinstance(second.state, LoopState) and second.state.step == 4
+
+
+CURRICULA = {  # the arena's curricula and filters, as the loop runs them (their rules: test_arena_samplers.py)
+    "learnability": ["sampler.schedule=learnability"],
+    "greso": ["sampler.schedule=uniform", "sampler.skip_zero_variance=true"],
+    "dapo": ["sampler.schedule=uniform", "sampler.dynamic_sampling=true"],
+    "gainrl_centred_rescore": ["sampler.order=score", "sampler.center_angle=true", "sampler.rescore_every_epochs=1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CURRICULA))
+def test_every_curriculum_resumes_from_a_stop_mid_epoch_exactly(name, tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                                rows_and_prompts):
+    overrides = [*CURRICULA[name], "train.epochs=3"]
+    columns = {"score": [float((7 * i) % NUM_ROWS) for i in range(NUM_ROWS)]}
+    whole, _ = make_run(tmp_path / "whole", tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides,
+                        columns=columns)
+    run_training(whole)
+    steps = records(tmp_path / "whole", "metrics.jsonl")
+    assert [r["num_trained_rollouts"] for r in steps] == [8] * 6  # 4 prompts x 2 rollouts per step, always
+    for r in steps:
+        assert r["num_rollouts"] == r["num_trained_rollouts"] + r["num_extra_rollouts"]
+        assert 0 <= r["num_zero_variance_groups"] <= r["num_groups"] == r["num_rollouts"] // GROUP_SIZE
+    if name == "dapo":  # random rewards: some groups are all-equal and get replaced
+        assert sum(r["num_extra_rollouts"] for r in steps) > 0
+        trained_zero = sum(r["wasted_group_fraction"] * 4 for r in steps)  # 4 groups trained per step
+        assert trained_zero < sum(r["num_zero_variance_groups"] for r in steps)  # the dropped ones were replaced
+    else:
+        assert sum(r["num_extra_rollouts"] for r in steps) == 0
+    if name.endswith("rescore"):
+        assert [r["time_rescore_s"] > 0 for r in steps] == [False, False, True, False, True, False]
+    out, parts = tmp_path / "parts", []
+
+    def request_stop(num_generates):
+        if parts and parts[0].state.step == 2:  # while step 3 (epoch 1) runs: honoured at its end
+            open(out / "STOP", "w").close()
+
+    first, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, columns=columns,
+                        on_generate=request_stop)
+    parts.append(first)
+    assert run_training(first)["step"] == 3
+    second, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, columns=columns)
+    restore(second, checkpoint.resume_point(second.cfg))
+    run_training(second)
+    assert without_timings(records(out, "metrics.jsonl")) == without_timings(steps)
+    assert records(out, "draws.jsonl") == records(tmp_path / "whole", "draws.jsonl")
+    assert second.sampler.state_dict() == whole.sampler.state_dict()

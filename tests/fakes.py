@@ -1,0 +1,141 @@
+"""Fakes at the training loop's two boundaries (the learner and the rollout engine) and a grader without
+processes, for driving trainer.run_training in tests (tests/unit/test_trainer.py, tests/dist/arena_ranks.py).
+
+The policy is a real tiny causal LM with a torch optimizer standing in for the DeepSpeed engine
+(same calls: log-probs with the angle probe, backward, step at the accumulation's end, a skipped
+step on non-finite gradients, save/load); the rollout engine samples random tokens from torch's
+global generator and checks the wake/sleep order.
+"""
+import os
+
+import torch
+
+from gainrl import dist
+from gainrl.engine import MlpInputProbe, forward_logprobs
+from gainrl.rollout import Completion
+
+
+class FakePolicy:
+    """A plain model and Adam in place of DeepSpeed: the gradient steps at the last of `accumulation`
+    micro-batches, and is skipped (was_step_applied False) when a gradient is not finite."""
+
+    def __init__(self, model_dir, accumulation: int, events: list, nan_steps=()):
+        from transformers import AutoModelForCausalLM
+        self.module = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.module.config.use_cache = False
+        self.probe = MlpInputProbe(self.module, -1)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3)
+        self.device = torch.device("cpu")
+        self.accumulation, self.events, self.nan_steps = accumulation, events, set(nan_steps)
+        self.micro, self.num_steps, self.applied, self.norm, self.num_saves = 0, 0, True, None, 0
+
+    def train(self, mode=True):
+        self.module.train(mode)
+
+    def logprobs(self, input_ids, attention_mask, *, temperature, with_entropy=False, with_angle=False):
+        self.events.append("forward" if torch.is_grad_enabled() else "forward_no_grad")
+        logp, entropy, angle = forward_logprobs(self.module, input_ids, attention_mask,
+                                                self.probe if with_angle else None, with_entropy, temperature)
+        if self.num_steps + 1 in self.nan_steps and torch.is_grad_enabled():
+            logp = logp * float("nan")
+        return logp, entropy, angle
+
+    @torch.no_grad()
+    def hidden_at_layer(self, input_ids, attention_mask):
+        self.probe.enabled = True
+        try:
+            self.module(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        finally:
+            self.probe.enabled = False
+        hidden, self.probe.captured = self.probe.captured, None
+        return hidden
+
+    def backward(self, loss):
+        self.events.append("backward")
+        loss.backward()
+
+    def step(self):
+        self.micro += 1
+        if self.micro < self.accumulation:
+            return
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        self.norm = float(torch.stack([g.norm() for g in grads]).norm())
+        self.applied = all(bool(torch.isfinite(g).all()) for g in grads)
+        if self.applied:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.micro, self.num_steps = 0, self.num_steps + 1
+        self.events.append("optimizer_step")
+
+    def was_step_applied(self):
+        return self.applied
+
+    def grad_norm(self):
+        return self.norm
+
+    def save_checkpoint(self, root, tag):
+        self.num_saves += 1
+        torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "num_steps": self.num_steps}, os.path.join(root, tag, f"fake_policy-{dist.get_rank()}.pt"))
+
+    def load_checkpoint(self, root, tag):
+        state = torch.load(os.path.join(root, tag, f"fake_policy-{dist.get_rank()}.pt"), weights_only=False)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_steps = state["num_steps"]
+        return True
+
+    def save_hf(self, tokenizer, out_dir):
+        self.module.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+
+
+class FakeRollout:
+    """Random completions from torch's global generator (so a restored RNG state matters), refusing to
+    generate while asleep; remembers the last weights pushed into it. (How the real engine sleeps and
+    wakes around a push is its own business: RolloutEngine.sync_weights, run by the 2-rank training tests.)"""
+
+    def __init__(self, events: list, on_generate=None):
+        self.events, self.on_generate = events, on_generate
+        self.awake, self.pushed, self.num_generates = True, None, 0
+        self.sampled_prompts: list[list[list[int]]] = []  # the prompts of each sampling call
+
+    def wake(self, tags=None):
+        self.events.append("wake" if tags is None else "wake_weights")
+        self.awake = self.awake or tags is None
+
+    def sleep(self):
+        self.events.append("sleep")
+        self.awake = False
+
+    def generate(self, prompt_token_ids, num_samples, greedy=False):
+        assert self.awake, "generate while the engine sleeps"
+        self.events.append("generate_greedy" if greedy else "generate")
+        self.num_generates += 1
+        if not greedy:
+            self.sampled_prompts.append([list(p) for p in prompt_token_ids])
+        if self.on_generate is not None:
+            self.on_generate(self.num_generates)
+        out = []
+        for _ in prompt_token_ids:
+            lengths = torch.randint(1, 7, (1 if greedy else num_samples,)).tolist()
+            out.append([Completion(torch.randint(20, 200, (n,)).tolist(), [0.0] * n, "length") for n in lengths])
+        return out
+
+    def sync_weights(self, model):
+        self.events.append("sync_weights")
+        self.pushed = {name: p.detach().clone() for name, p in model.named_parameters()}
+        return {}
+
+    def close(self):
+        self.events.append("close")
+
+
+class FakeReward:
+    """1 for a completion of an even number of characters: mixed rewards, no grader processes."""
+
+    def __call__(self, completions, rows):
+        return [float(len(text) % 2 == 0) for text in completions], 0, 0
+
+    def close(self):
+        pass
