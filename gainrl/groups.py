@@ -74,9 +74,9 @@ def join(parts: list[Groups]) -> Groups:
                   sum(p.num_errors for p in parts), sum(p.num_timeouts for p in parts))
 
 
-def generate_and_grade(run, rows: list[int], timer: PhaseTimer) -> Groups:
-    """G rollouts of each row's prompt with the (awake) engine, and their rewards."""
-    group_size = run.cfg.grpo.group_size
+def generate_and_grade(run, rows: list[int], group_size: int, timer: PhaseTimer) -> Groups:
+    """`group_size` rollouts of each row's prompt with the (awake) engine, and their rewards. `run`: what
+    holds the data, rollout engine, tokenizer and reward (the trainer's Run, or the pass-rate job's)."""
     if not rows:
         return Groups([], [], [], torch.zeros(0))
     prompts = [run.data.prompts[i] for i in rows]
@@ -122,7 +122,7 @@ def collect_groups(run, mine: np.ndarray, sampler: Sampler, taken: list[int],
     share = len(mine)
     with timer("generate"):
         run.rollout.wake()
-    rounds = [generate_and_grade(run, [int(i) for i in mine], timer)]
+    rounds = [generate_and_grade(run, [int(i) for i in mine], run.cfg.grpo.group_size, timer)]
     if scfg.dynamic_sampling:
         for _ in range(scfg.dynamic_max_rounds):
             missing = share - sum(join(rounds).informative())
@@ -133,7 +133,8 @@ def collect_groups(run, mine: np.ndarray, sampler: Sampler, taken: list[int],
             if len(extra) == 0:  # every row of the training set is taken this epoch
                 break
             taken.extend(int(i) for i in extra)
-            rounds.append(generate_and_grade(run, [int(i) for i in deal(extra, wanted)[dist.get_rank()]], timer))
+            rounds.append(generate_and_grade(run, [int(i) for i in deal(extra, wanted)[dist.get_rank()]],
+                                             run.cfg.grpo.group_size, timer))
     with timer("generate"):
         run.rollout.sleep()
     generated = join(rounds)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -174,8 +175,10 @@ def package_versions() -> dict:
             "deepspeed": deepspeed.__version__}
 
 
-def finalize(cfg: Config, plan: ScoringPlan, records: dict, world_size: int, num_resumed: int) -> dict:
-    """Rank 0: assemble the columns in row order, rank, summarise, write the file and plot."""
+def finalize(cfg: Config, plan: ScoringPlan, records: dict, world_size: int, num_resumed: int,
+             seconds: float) -> dict:
+    """Rank 0: assemble the columns in row order, rank, summarise, write the file and plot. `seconds`:
+    this job's wall time (rows resumed from an earlier job count only the time spent here)."""
     missing = [row.id for row in plan.rows if row.id not in records]
     if missing:
         raise RuntimeError(f"{len(missing)} rows were not scored (e.g. {missing[:3]})")
@@ -197,7 +200,8 @@ def finalize(cfg: Config, plan: ScoringPlan, records: dict, world_size: int, num
         reference = positions[indices]
     summary = scores.summarize(score, columns["prompt_tokens"], columns["flags"], reference)
     metadata = dict(plan.metadata, w_inter=cfg.scorer.w_inter, world_size=world_size, resumed_rows=num_resumed,
-                    reference_order=cfg.scorer.reference_order, versions=package_versions(), summary=summary)
+                    seconds=seconds, reference_order=cfg.scorer.reference_order, versions=package_versions(),
+                    summary=summary)
     scores.write_score_file(plan.score_path, metadata, columns)
     if cfg.scorer.plot:
         from .plots import plot_scores
@@ -209,6 +213,7 @@ def finalize(cfg: Config, plan: ScoringPlan, records: dict, world_size: int, num
 def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
     """Score cfg.data with cfg.model; returns the score file path on rank 0 (None elsewhere)."""
     ensure_inputs(cfg)
+    started = time.perf_counter()  # the job's cost: from here (the inputs exist) to the file
     tokenizer = load_tokenizer(cfg.model.path)
     model_config = load_model_config(cfg.model.path)
     dtype = dtype_name(resolve_dtype(cfg.model.dtype, info.device))
@@ -262,7 +267,8 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
         return None
     for records in gathered:
         done.update({r["id"]: r for r in records})
-    summary = finalize(cfg, plan, done, info.world_size, num_resumed=len(done_ids))
+    summary = finalize(cfg, plan, done, info.world_size, num_resumed=len(done_ids),
+                       seconds=time.perf_counter() - started)
     partial.remove()
     metrics.log(f"wrote {plan.score_path}\n{scores.format_summary(summary)}")
     return plan.score_path

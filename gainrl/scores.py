@@ -1,9 +1,12 @@
 """Score files: one JSON per (model, layer, template, dataset), written atomically, and their reader.
 
-A score file holds, per row id, C_intra, C_inter, score, prompt tokens, flags and rank (0 =
-highest score), plus metadata: model path and fingerprint, layer, template hash, dataset
-fingerprint, w_inter, package versions and a summary. The reader refuses a file whose
-dataset fingerprint differs from the dataset it is used with, and says why.
+A score file holds one column per quantity, one entry per row in the dataset's row order, and
+metadata. Its kind (metadata "kind") says which columns it must have: an angle file (no kind, as
+the scorer writes it) holds C_intra, C_inter, score, prompt tokens, flags and rank (0 = highest
+score), with model path and fingerprint, layer, template hash, dataset fingerprint, w_inter,
+package versions and a summary; a "pass_rate" file (gainrl.pass_rate) holds each row's pass rate
+over sampled rollouts. The reader refuses a damaged file, or one whose dataset fingerprint
+differs from the dataset it is used with, and says why.
 """
 from __future__ import annotations
 
@@ -18,7 +21,15 @@ import numpy as np
 from .angles import FLAG_NO_PREFIX, FLAG_SHORT_QUESTION
 
 FORMAT = "gainrl.scores/1"
-COLUMNS = ("id", "c_intra", "c_inter", "score", "prompt_tokens", "num_p", "num_q", "flags", "rank")
+COLUMNS = ("id", "c_intra", "c_inter", "score", "prompt_tokens", "num_p", "num_q", "flags", "rank")  # an angle file's
+PASS_RATE_COLUMNS = ("id", "pass_rate", "num_correct", "num_samples", "prompt_tokens", "response_tokens")
+KIND_COLUMNS = {"angle": COLUMNS, "pass_rate": PASS_RATE_COLUMNS}  # metadata "kind" -> required columns
+MADE_BY = {"angle": "launchers/score.py", "pass_rate": "launchers/pass_rate.py"}  # what (re)computes a kind
+
+
+def file_kind(metadata: dict) -> str:
+    """A score file's kind: metadata "kind", or "angle" for a file without one (the scorer's)."""
+    return metadata.get("kind", "angle")
 
 
 @dataclass
@@ -32,7 +43,7 @@ class ScoreTable:
         return len(self.columns["id"])
 
     def order(self) -> np.ndarray:
-        """Row positions sorted by score, highest first (what the sampler walks over)."""
+        """Row positions sorted by score, highest first (an angle file's rank column)."""
         return np.argsort(np.asarray(self.columns["rank"]), kind="stable")
 
 
@@ -62,8 +73,12 @@ def write_json_atomic(path: str, payload: dict) -> None:
 
 
 def write_score_file(path: str, metadata: dict, columns: dict) -> None:
-    missing = [c for c in COLUMNS if c not in columns]
+    """Write a score file of metadata's kind (an angle file without a "kind"), checking its columns."""
+    kind = file_kind(metadata)
+    assert kind in KIND_COLUMNS, f"unknown score file kind {kind!r}"
+    missing = [c for c in KIND_COLUMNS[kind] if c not in columns]
     assert not missing, f"score columns missing: {missing}"
+    assert len({len(values) for values in columns.values()}) == 1, "score columns of different lengths"
     write_json_atomic(path, {"format": FORMAT, "metadata": metadata, "columns": columns})
 
 
@@ -79,8 +94,17 @@ def read_score_file(path: str, dataset_fingerprint: Optional[str] = None,
         raise ValueError(f"score file {path} is not valid JSON ({e}); re-run launchers/score.py") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gainrl score file (format {FORMAT})")
-    metadata, columns = payload["metadata"], payload["columns"]
-    lengths = {name: len(columns.get(name, [])) for name in COLUMNS}
+    metadata, columns = payload.get("metadata"), payload.get("columns")
+    if not isinstance(metadata, dict) or not isinstance(columns, dict):
+        raise ValueError(f"score file {path} is damaged: no metadata or columns")
+    kind = file_kind(metadata)
+    if kind not in KIND_COLUMNS:
+        raise ValueError(f"score file {path} has kind {kind!r}; known kinds: {', '.join(KIND_COLUMNS)}")
+    missing = [name for name in KIND_COLUMNS[kind] if not isinstance(columns.get(name), list)]
+    if missing:
+        raise ValueError(f"score file {path} is damaged: a {kind} file needs the columns {missing}; "
+                         f"re-run {MADE_BY[kind]}")
+    lengths = {name: len(columns[name]) for name in KIND_COLUMNS[kind]}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"score file {path} is damaged: column lengths {lengths}")
     if dataset_fingerprint is not None and metadata.get("dataset_fingerprint") != dataset_fingerprint:
@@ -89,7 +113,7 @@ def read_score_file(path: str, dataset_fingerprint: Optional[str] = None,
             f"{metadata.get('dataset_rows')} rows of {metadata.get('dataset_source')} (fingerprint "
             f"{str(metadata.get('dataset_fingerprint'))[:12]}), the dataset in use has fingerprint "
             f"{dataset_fingerprint[:12]}. Rows were added, removed, reordered or edited: re-score with "
-            "launchers/score.py using the same data settings.")
+            f"{MADE_BY[kind]} using the same data settings.")
     for key, value in (expect or {}).items():
         if metadata.get(key) != value:
             raise ValueError(f"score file {path} was made with {key}={metadata.get(key)!r}, "

@@ -79,7 +79,7 @@ def test_the_run_leaves_plots_tensorboard_and_a_checkpoint(demo_run):
     tmp, _ = demo_run
     run = tmp / "run"
     assert sorted(p.name for p in (run / "plots").glob("*.png")) == \
-        ["curriculum.png", "optimization.png", "progress.png", "scores.png", "time.png"]
+        ["curriculum.png", "mu_terms.png", "optimization.png", "progress.png", "scores.png", "time.png"]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert json.load(open(run / "run.json"))["score_file"].endswith(".scores.json")
     assert (run / "checkpoints" / "step_00000004" / "train_state.json").exists()  # the end of the run
