@@ -155,7 +155,8 @@ def test_a_killed_exports_leftover_is_replaced(round_trips, tmp_path):
         "lm_head.weight"}
 
 
-@pytest.mark.parametrize("stage, dtype", [(2, "float32"), (0, "bfloat16"), (3, "bfloat16")])
+@pytest.mark.parametrize("stage, dtype", [(2, "float32"), pytest.param(0, "bfloat16", marks=pytest.mark.slow),
+                                          (3, "bfloat16")])  # stage 0 gathers nothing: the simplest case, -m slow
 def test_export_of_other_stages_and_bfloat16_training(stage, dtype, tiny_model_dir, tmp_path):
     """ZeRO-2 (zero_to_fp32's other path), no ZeRO (one model states file, weights in the training dtype),
     and bf16 training, where the export's default dtype is the config's (bfloat16): DeepSpeed's fp32

@@ -4,6 +4,7 @@ same rates do (a row given another row's counts would not); a finished file is r
 import sys
 
 import numpy as np
+import pytest
 
 from gainrl.scores import read_score_file
 from tests.launch import DEMO, deepspeed, demo_overrides, expect_ok
@@ -11,8 +12,9 @@ from tests.launch import DEMO, deepspeed, demo_overrides, expect_ok
 SCRIPT = "launchers/pass_rate.py"
 
 
-def test_two_ranks_equal_one_process_and_a_finished_file_is_reused(tmp_path):
-    inputs = tmp_path / "inputs"
+@pytest.mark.slow  # 80 s; CI runs the job on 2 ranks in tests/dist/test_experiment_dist.py
+def test_two_ranks_equal_one_process_and_a_finished_file_is_reused(tmp_path, copy_inputs):
+    inputs = copy_inputs(tmp_path / "inputs")
     args = ["--config", DEMO, *demo_overrides(inputs), "pass_rate.samples=4", "pass_rate.prompts_per_batch=64"]
     two, one = tmp_path / "two.json", tmp_path / "one.json"
     expect_ok(deepspeed(SCRIPT, 2, *args, f"pass_rate.output={two}"), 600)

@@ -10,6 +10,7 @@ generator) every part is deterministic; only the timings differ.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from gainrl import checkpoint
+from gainrl.config import TrainRunConfig, load_config
 from gainrl.metric_names import phase_of
 from tests.helpers import REPO
 from tests.launch import DEMO, child_env, deepspeed, demo_overrides, expect_ok, run
@@ -58,9 +61,11 @@ def without_timings(rows):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """The demo's model (warm-started) and data, built once; scored by the first run."""
-    return tmp_path_factory.mktemp("inputs")
+def inputs(tmp_path_factory, built_inputs):
+    """The demo's model (warm-started) and data (tests/dist/conftest.py); scored by the first run."""
+    folder = tmp_path_factory.mktemp("inputs")
+    shutil.copytree(built_inputs, folder, dirs_exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +115,17 @@ def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_
 
 
 def test_changed_settings_and_mixed_histories_are_refused_on_resume(inputs, uninterrupted):
-    result = train(inputs, uninterrupted, *SHORT, "optim.lr=1e-3")
-    assert result.returncode == 2 and "config key 'optim.lr': differs from the config of checkpoint" in result.stderr
-    result = train(inputs, uninterrupted, *SHORT, "train.resume=never")
-    assert result.returncode == 2 and "holds checkpoints of an earlier run" in result.stderr
+    """Against the real run's checkpoints, in this process (the launcher's exit 2 with a config error's
+    message: tests/dist/test_train_dist.py)."""
+    def resume_error(*overrides):
+        cfg = load_config(command(inputs, uninterrupted, *SHORT, *overrides)[4:], TrainRunConfig)
+        with pytest.raises(ValueError) as error:
+            checkpoint.find_resume_point(cfg)
+        return str(error.value)
+    assert "config key 'optim.lr': differs from the config of checkpoint" in resume_error("optim.lr=1e-3")
+    assert "holds checkpoints of an earlier run" in resume_error("train.resume=never")
     earlier = uninterrupted / "checkpoints" / "step_00000004"
-    result = train(inputs, uninterrupted, *SHORT, f"train.resume={earlier}")
-    assert result.returncode == 2 and f"holds checkpoints after {earlier}" in result.stderr
+    assert f"holds checkpoints after {earlier}" in resume_error(f"train.resume={earlier}")
 
 
 def rank_pids(marker: str) -> dict[int, int]:
@@ -157,10 +166,10 @@ def test_a_killed_rank_ends_the_whole_run_quickly(inputs, uninterrupted, tmp_pat
     assert not rank_pids(str(run_dir)), "a rank outlived the run"
 
 
+@pytest.mark.slow  # 27 s; the loop's NaN handling with fakes: tests/unit/test_trainer.py
 def test_nan_losses_stop_the_run_after_a_checkpoint(inputs, uninterrupted, tmp_path):
     """A model whose weights hold a NaN: every loss is NaN, every step is skipped (counted), and after
     train.max_nonfinite_steps of them the run saves a checkpoint and fails with the reason."""
-    import shutil
     poisoned = tmp_path / "model"
     shutil.copytree(inputs / "model", poisoned)
     weights = load_file(str(poisoned / "model.safetensors"))
@@ -192,6 +201,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # 29 s; a killed rank under one launcher: test_a_killed_rank_ends_the_whole_run_quickly
 def test_a_killed_rank_on_another_node_ends_the_survivor(inputs, uninterrupted, tmp_path):
     """No launcher watches both ranks here: two slurm "nodes" on this machine (gainrl.slurm's own
     node commands, one torchrun each, 1 rank per node). Killing node 1's rank must end node 0's

@@ -1,10 +1,14 @@
 """End-to-end training on 2 CPU ranks under the deepspeed launcher: the demo recipe, a few steps."""
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from gainrl.config import TrainRunConfig, load_config
+from gainrl.dist import DistInfo
+from gainrl.trainer import build_run
 from tests.launch import DEMO, deepspeed, demo_overrides, expect_ok, run
 
 
@@ -18,8 +22,9 @@ def train(tmp_path, *overrides):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, built_inputs):
     tmp = tmp_path_factory.mktemp("train")
+    shutil.copytree(built_inputs, tmp, dirs_exist_ok=True)
     result = expect_ok(command(tmp, "train.epochs=2", "sampler.prompts_per_epoch=24", "train.prompts_per_step=12"), 600)
     return tmp, result
 
@@ -61,18 +66,22 @@ def test_bad_inputs_fail_before_training_with_the_key(tmp_path, demo_run):
     trained, _ = demo_run
     cases = [
         (["sampler.prompts_per_epoch=500", "train.prompts_per_step=100"], "sampler.prompts_per_epoch"),
-        (["grpo.group_size=1"], "grpo.group_size"),
         (["rollout.max_prompt_tokens=20"], "rollout.max_prompt_tokens"),
         (["train.ds_config=ds_configs/zero4.json"], "train.ds_config"),
     ]
     score_file = next((trained / "scores").glob("*.scores.json"))
     cases.append(([f"data.path={trained}/other.jsonl", "data.build_arithmetic.num_rows=100", "model.warm_start=false",
                    f"train.score_file={score_file}"], "does not match the dataset"))
-    for overrides, expected in cases:  # a fresh output folder: the trained one would be resumed
-        result = train(trained, *overrides, "train.epochs=1", f"train.output_dir={tmp_path}/bad")
-        assert result.returncode != 0 and expected in result.stderr, (overrides, result.stderr[-2000:])
+    info = DistInfo(0, 1, 0, 1, torch.device("cpu"))
+    for overrides, expected in cases:  # in this process (seconds each); a fresh output folder, as the
+        args = command(trained, *overrides, "train.epochs=1", f"train.output_dir={tmp_path}/bad")[4:]
+        with pytest.raises(ValueError, match=expected):  # trained one would be resumed
+            build_run(load_config(args, TrainRunConfig), info)
+    # through the launcher: the error, naming the key, on stderr, and a failed exit
     missing = train(tmp_path, "model.build_tiny=null", "model.warm_start=false", "train.epochs=1")
     assert missing.returncode != 0 and "model.path" in missing.stderr
+    bad_group = train(trained, "grpo.group_size=1", f"train.output_dir={tmp_path}/bad")
+    assert bad_group.returncode == 2 and "config key 'grpo.group_size'" in bad_group.stderr
 
 
 def test_the_run_leaves_plots_tensorboard_and_a_checkpoint(demo_run):

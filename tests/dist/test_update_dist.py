@@ -23,7 +23,8 @@ def sgd_zero3_config(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+# sequence aggregation's cross-rank normaliser: tests/dist/test_loss_dist.py; the whole update with it: -m slow
+@pytest.mark.parametrize("aggregation", ["token", pytest.param("sequence", marks=pytest.mark.slow)])
 def test_two_ranks_take_the_same_step_as_one_process(tmp_path, tiny_model_dir, sgd_zero3_config, aggregation):
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
     expect_ok([sys.executable, SCRIPT, tiny_model_dir, sgd_zero3_config, one, aggregation], 300)

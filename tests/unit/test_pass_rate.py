@@ -122,3 +122,22 @@ def test_bad_settings_name_the_key(key, tiny_model_dir):
     with pytest.raises(ValueError, match=key.split("=")[0]):
         load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", key], PassRateRunConfig,
                     validate_pass_rate)
+
+
+def test_a_finished_file_is_reused_and_another_runs_file_is_refused(data, tmp_path, tiny_model_dir):
+    import torch
+    from gainrl.dist import DistInfo
+    from gainrl.pass_rate import run_pass_rates
+    path = str(tmp_path / "pass_rate.json")
+    cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", "data.limit=11",
+                       "sampler.prompts_per_epoch=4", "train.prompts_per_step=4", f"pass_rate.output={path}"],
+                      PassRateRunConfig, validate_pass_rate)
+    columns = columns_from_counts(data.rows, data.prompts, {i: (1, 4, 7) for i in range(len(data.rows))})
+    write_score_file(path, file_metadata(cfg, data, "float32"), columns)
+    info = DistInfo(0, 1, 0, 1, torch.device("cpu"))
+    before = open(path).read()
+    assert run_pass_rates(cfg, info) == path
+    assert open(path).read() == before  # reused: a computed file would hold other counts
+    cfg.pass_rate.samples = 5  # what made the file differs from what is asked for
+    with pytest.raises(ValueError, match="pass_rate.output.*delete it"):
+        run_pass_rates(cfg, info)
