@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from .jsonl import read_jsonl  # noqa: E402
 from .metric_names import phase_of, phase_seconds_key  # noqa: E402
 from .sampler import resolve_positions  # noqa: E402
-from .scores import read_score_file  # noqa: E402
+from .scores import file_kind, read_score_file  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_EPOCH_LINES = 40  # more epoch boundaries than this would grey out the plot: only the top axis marks them
@@ -32,18 +32,23 @@ OPTIMIZATION_KEYS = (("loss", "policy loss"), ("kl_mean", "KL to reference"), ("
                      ("tokens_per_s", "tokens / s"))
 
 
-def plot_scores(path: str, scores, prompt_tokens, title: str, spearman_length: float) -> None:
-    """Score histogram and score against prompt length, side by side."""
+SCORE_LABELS = {"score": "angle concentration score (C_intra + w_inter C_inter)",
+                "pass_rate": "pass rate (sampled rollouts correct)"}  # a score file's plotted column -> axis label
+
+
+def plot_scores(path: str, scores, prompt_tokens, title: str, spearman_length: float, column: str = "score") -> None:
+    """Histogram of a score file's `column` (an angle file's score, a pass-rate file's pass_rate) and the
+    column against prompt length, side by side."""
     scores, prompt_tokens = np.asarray(scores), np.asarray(prompt_tokens)
     fig, (hist, scatter) = plt.subplots(1, 2, figsize=(11, 4))
     hist.hist(scores, bins=min(60, max(10, len(scores) // 20)), color="tab:blue")
-    hist.set_xlabel("angle concentration score (C_intra + w_inter C_inter)")
+    hist.set_xlabel(SCORE_LABELS[column])
     hist.set_ylabel("rows")
     hist.set_title(f"{len(scores)} rows")
     scatter.scatter(prompt_tokens, scores, s=4, alpha=0.5, color="tab:orange")
     scatter.set_xlabel("prompt tokens")
-    scatter.set_ylabel("score")
-    scatter.set_title(f"Spearman(score, prompt length) = {spearman_length:+.3f}")
+    scatter.set_ylabel(column)
+    scatter.set_title(f"Spearman({column}, prompt length) = {spearman_length:+.3f}")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,13 +161,15 @@ def plot_run(run_dir: str) -> list[str]:
         paths.append(path)
     if run.scores is not None:
         from scipy.stats import spearmanr
-        columns = run.scores.columns
-        rho = float(spearmanr(columns["score"], columns["prompt_tokens"]).statistic) \
+        columns, meta = run.scores.columns, run.scores.metadata
+        column = "pass_rate" if file_kind(meta) == "pass_rate" else "score"
+        rho = float(spearmanr(columns[column], columns["prompt_tokens"]).statistic) \
             if run.scores.num_rows > 2 else float("nan")
-        meta = run.scores.metadata
-        title = f"{os.path.basename(run.scores.path)}: {meta.get('model_path', '?')}, layer {meta.get('layer', '?')}"
+        made_by = (f"{meta.get('samples', '?')} rollouts per row" if column == "pass_rate"
+                   else f"layer {meta.get('layer', '?')}")
+        title = f"{os.path.basename(run.scores.path)}: {meta.get('model_path', '?')}, {made_by}"
         path = os.path.join(out, "scores.png")
-        plot_scores(path, columns["score"], columns["prompt_tokens"], title, rho)
+        plot_scores(path, columns[column], columns["prompt_tokens"], title, rho, column)
         paths.append(path)
     return paths
 

@@ -194,3 +194,19 @@ def test_the_mu_terms_plot_shows_each_terms_share_of_mus_movement(tmp_path):
     paths = plot_run(run_dir)
     assert_pngs(paths, ["progress.png", "curriculum.png", "optimization.png", "time.png", "mu_terms.png",
                         "scores.png"])
+
+
+def test_a_run_over_a_pass_rate_file_plots_its_pass_rates(tmp_path):
+    """The difficulty curriculum walks a pass-rate file (gainrl.pass_rate), which has no score column."""
+    run_dir = str(tmp_path / "difficulty")
+    make_run(run_dir)
+    path = os.path.join(run_dir, "ranking.scores.json")
+    table = scores.read_score_file(path)
+    n, rng = table.num_rows, np.random.default_rng(1)
+    correct = rng.integers(0, 5, n)
+    columns = {"id": table.columns["id"], "pass_rate": (correct / 4).tolist(), "num_correct": correct.tolist(),
+               "num_samples": [4] * n, "prompt_tokens": table.columns["prompt_tokens"], "response_tokens": [30] * n}
+    scores.write_score_file(path, {"kind": "pass_rate", "model_path": "tiny", "samples": 4,
+                                   "dataset_fingerprint": "f"}, columns)
+    paths = plot_run(run_dir)
+    assert_pngs(paths, ["progress.png", "curriculum.png", "optimization.png", "time.png", "scores.png"])
