@@ -77,15 +77,17 @@ def batches(rows: list[int], size: int) -> list[list[int]]:
 def file_metadata(cfg: PassRateRunConfig, data, dtype: str) -> dict:
     """What identifies a pass-rate file (hashed into its key): model, dataset, prompts, sampling, reward."""
     metadata = {
-        "kind": "pass_rate",
-        "model_path": os.path.abspath(cfg.model.path) if os.path.isdir(cfg.model.path) else cfg.model.path,
-        "model_fingerprint": checkpoint_fingerprint(cfg.model.path), "dtype": dtype,
-        "dataset_source": cfg.data.path, "dataset_fingerprint": data.fingerprint, "dataset_rows": len(data.rows),
+        "kind": "pass_rate", "model_fingerprint": checkpoint_fingerprint(cfg.model.path), "dtype": dtype,
+        "dataset_fingerprint": data.fingerprint, "dataset_rows": len(data.rows),
         "prompt_hash": hashlib.sha256(json.dumps([p.input_ids for p in data.prompts]).encode()).hexdigest(),
         "samples": cfg.pass_rate.samples, "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
-        "max_new_tokens": cfg.rollout.max_new_tokens, "reward": cfg.reward.kind, "seed": cfg.seed,
+        "max_new_tokens": cfg.rollout.max_new_tokens, "reward": cfg.reward.kind,
+        "reward_timeout_s": cfg.reward.timeout_s, "reward_pass_fraction": cfg.reward.pass_fraction, "seed": cfg.seed,
     }
     metadata["key"] = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()
+    # where things were (not in the key: the fingerprints say what they were)
+    metadata.update(model_path=os.path.abspath(cfg.model.path) if os.path.isdir(cfg.model.path) else cfg.model.path,
+                    dataset_source=cfg.data.path)
     return metadata
 
 
@@ -103,15 +105,17 @@ def summarize(num_correct: np.ndarray, num_samples: np.ndarray, prompt_tokens: n
     from scipy.stats import spearmanr
 
     rate = num_correct / num_samples
+    rho = float(spearmanr(rate, prompt_tokens).statistic) if len(rate) > 2 else float("nan")
     return {"rows": int(len(rate)), "mean_pass_rate": float(rate.mean()),
             "none_correct": float((num_correct == 0).mean()), "all_correct": float((num_correct == num_samples).mean()),
-            "spearman_prompt_tokens": float(spearmanr(rate, prompt_tokens).statistic) if len(rate) > 2 else float("nan")}
+            "spearman_prompt_tokens": rho if np.isfinite(rho) else None}  # None: undefined (constant rates)
 
 
 def format_summary(summary: dict) -> str:
+    rho = summary["spearman_prompt_tokens"]
     return (f"rows {summary['rows']}  mean pass rate {summary['mean_pass_rate']:.3f}  none correct "
             f"{summary['none_correct']:.1%}  all correct {summary['all_correct']:.1%}  "
-            f"Spearman(pass rate, prompt tokens) = {summary['spearman_prompt_tokens']:+.3f}")
+            f"Spearman(pass rate, prompt tokens) = {'undefined' if rho is None else f'{rho:+.3f}'}")
 
 
 def columns_from_counts(rows: list[Row], prompts: list[Prompt], counts: dict[int, tuple[int, int, int]]) -> dict:
@@ -140,38 +144,57 @@ def count_passes(job: Job, rows: list[int], samples: int, prompts_per_batch: int
     return counts, errors
 
 
+def look_for_finished(cfg: PassRateRunConfig, path: str, data, metadata: dict) -> tuple[bool, Optional[str]]:
+    """(whether `path` is a finished file of this job, the error that refuses it): a file made with other
+    settings (its key differs) or a damaged one is an error, not silently reused or overwritten."""
+    if not os.path.isfile(path):
+        return False, None
+    key = "pass_rate.output" if cfg.pass_rate.output else "scorer.output_dir"
+    try:
+        scores.read_score_file(path, data.fingerprint)
+    except ValueError as e:
+        return False, f"config key '{key}': {e}"
+    try:
+        scores.read_score_file(path, expect={"kind": "pass_rate", "key": metadata["key"]})
+    except ValueError as e:
+        return False, (f"config key '{key}': {e} (another model, data, prompts, sampling or reward settings "
+                       "made it: delete it or write elsewhere)")
+    return True, None
+
+
 def run_pass_rates(cfg: PassRateRunConfig, info: dist.DistInfo) -> Optional[str]:
     """Sample and grade cfg.pass_rate.samples rollouts of every row; returns the file's path on rank 0."""
     ensure_inputs(cfg)
     started = time.perf_counter()  # the job's cost: from here (the inputs exist) to the file
     tokenizer = load_tokenizer(cfg.model.path)
-    data = load_train_data(cfg, tokenizer, info.world_size)
+    data = load_train_data(cfg, tokenizer, info.world_size, for_training=False)
     dtype = dtype_name(resolve_dtype(cfg.model.dtype, info.device))
     metadata = file_metadata(cfg, data, dtype)
     path = output_path(cfg, metadata)
-    if os.path.isfile(path):  # every rank looks: a finished file with the same key is reused
-        try:
-            table = scores.read_score_file(path, data.fingerprint, expect={"kind": "pass_rate", "key": metadata["key"]})
-        except ValueError as e:
-            raise ValueError(f"config key 'pass_rate.output': {e} (another model, data, prompts or sampling "
-                             "settings made it: delete it or choose another path)") from None
-        metrics.log(f"pass rates already computed: {path} ({table.num_rows} rows)")
-        return path if dist.is_rank0() else None
+    # rank 0 looks for a finished file and every rank gets its answer (or error): all build engines or none
+    reused, error = dist.broadcast_from_rank0(look_for_finished(cfg, path, data, metadata) if info.rank == 0 else None)
+    if error is not None:
+        raise ValueError(error)
+    if reused:
+        metrics.log(f"pass rates already computed: {path}")
+        return path if info.rank == 0 else None
 
     k = cfg.pass_rate.samples
     mine = rank_rows(len(data.rows), info.rank, info.world_size)
     metrics.log(f"pass rates: {len(data.rows)} rows x {k} rollouts on {info.world_size} rank(s) -> {path}")
     rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed, dtype=dtype,
                             max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens)
-    job = Job(data, rollout, tokenizer, build_reward(cfg.reward))
-    bar = metrics.progress(len(mine), f"pass rates (rank 0 of {info.world_size})")
-    try:
-        counts, errors = count_passes(job, mine, k, cfg.pass_rate.prompts_per_batch, bar.update)
+    try:  # closed on every path: a rank that fails must end (then the launcher ends the others), not wait
+        job = Job(data, rollout, tokenizer, build_reward(cfg.reward))  # in the launcher's barrier
+        bar = metrics.progress(len(mine), f"pass rates (rank 0 of {info.world_size})")
+        try:
+            counts, errors = count_passes(job, mine, k, cfg.pass_rate.prompts_per_batch, bar.update)
+        finally:
+            bar.close()
+            job.reward.close()
+        gathered = dist.gather_to_rank0((counts, errors))
     finally:
-        bar.close()
-        job.reward.close()
-    gathered = dist.gather_to_rank0((counts, errors))
-    rollout.close()  # vLLM's shutdown destroys the default process group: nothing collective after it,
+        rollout.close()  # vLLM's shutdown destroys the default process group: nothing collective after it,
     if info.rank != 0:  # and dist.get_rank() says 0 on every rank
         return None
     for part, _ in gathered:

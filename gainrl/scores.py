@@ -91,7 +91,8 @@ def read_score_file(path: str, dataset_fingerprint: Optional[str] = None,
         with open(path, encoding="utf-8") as f:
             payload = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"score file {path} is not valid JSON ({e}); re-run launchers/score.py") from None
+        raise ValueError(f"score file {path} is not valid JSON ({e}); re-run the job that wrote it "
+                         f"({' or '.join(MADE_BY.values())})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gainrl score file (format {FORMAT})")
     metadata, columns = payload.get("metadata"), payload.get("columns")

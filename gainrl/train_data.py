@@ -13,7 +13,7 @@ from .config import TrainRunConfig
 from .data import Row, dataset_fingerprint, load_rows
 from .prompts import Prompt, PromptBuilder, build_prompts
 from .scorer import run_scoring
-from .scores import read_score_file
+from .scores import COLUMNS as ANGLE_COLUMNS, read_score_file
 
 
 @dataclass
@@ -23,7 +23,9 @@ class TrainData:
     fingerprint: str
 
 
-def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int) -> TrainData:
+def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int, for_training: bool = True) -> TrainData:
+    """The rows and prompts; `for_training`: also check the epoch and step sizes against the rows and ranks
+    (a job that only reads the rows, as the pass-rate job, skips that)."""
     loaded = load_rows(cfg.data)
     if loaded.num_skipped:
         metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
@@ -35,6 +37,8 @@ def load_train_data(cfg: TrainRunConfig, tokenizer, world_size: int) -> TrainDat
                          f"longer than {cfg.rollout.max_prompt_tokens} tokens (e.g. row id {too_long[0][0]!r}: "
                          f"{too_long[0][1]} tokens); raise it or filter the data")
     num_rows, per_epoch, per_step = len(loaded.rows), cfg.sampler.prompts_per_epoch, cfg.train.prompts_per_step
+    if not for_training:
+        return TrainData(loaded.rows, prompts, dataset_fingerprint(loaded.rows))
     if per_epoch > num_rows:
         raise ValueError(f"config key 'sampler.prompts_per_epoch': {per_epoch} is more than the "
                          f"{num_rows} rows of {cfg.data.path}")
@@ -50,5 +54,12 @@ def load_ranking(cfg: TrainRunConfig, info: dist.DistInfo, data: TrainData) -> t
         return None, None
     path = cfg.train.score_file
     if path is None:  # score the training set first (resumable; a finished file is reused)
+        if cfg.sampler.order not in ANGLE_COLUMNS:  # not a column the scorer writes: say so before scoring
+            raise ValueError(f"config key 'sampler.order': {cfg.sampler.order!r} is not a column of the angle score "
+                             f"file the scorer writes ({', '.join(ANGLE_COLUMNS)}): set train.score_file to a file "
+                             "that has it (e.g. launchers/pass_rate.py's for pass_rate)")
         path = dist.broadcast_from_rank0(run_scoring(cfg, info))
-    return os.path.abspath(path), read_score_file(path, data.fingerprint).columns
+    try:
+        return os.path.abspath(path), read_score_file(path, data.fingerprint).columns
+    except ValueError as e:
+        raise ValueError(f"config key 'train.score_file': {e}") from None

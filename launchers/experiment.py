@@ -4,8 +4,8 @@ by epoch and what reaching it cost.
     python launchers/experiment.py --config launchers/recipes/experiment_cpu.yaml [key=value ...]
 
 If a curriculum's overrides name {pass_rate_file}, first runs `deepspeed --num_gpus <num_ranks>
-launchers/pass_rate.py` once into <output_dir>/pass_rate.json (log: pass_rate.log; skipped if the file
-exists) and puts its path there. Then runs `deepspeed --num_gpus <num_ranks> launchers/train.py` once
+launchers/pass_rate.py` into <output_dir>/pass_rate.json (log: pass_rate.log; the job reuses a file made
+with the same settings and refuses one made with others) and puts its path there. Then runs `deepspeed --num_gpus <num_ranks> launchers/train.py` once
 per (curriculum, seed) into <output_dir>/<curriculum>/seed_<s>/ (a run that finished is not run again;
 a killed one resumes), and writes <output_dir>/report.md, curves.json, accuracy.png and waste.png. A
 child that fails stops the experiment with the end of its log (its exception). The last line printed
@@ -65,11 +65,8 @@ def prepare_pass_rates(cfg: ExperimentConfig) -> None:
     overrides as the runs."""
     if not uses_pass_rates(cfg.curricula):
         return
-    path = pass_rate_path(cfg)
-    if os.path.isfile(path):
-        metrics.log(f"pass rates: {path} exists, not recomputed")
-        return
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    path = pass_rate_path(cfg)  # always run: the job reuses a finished file made with the same settings
+    os.makedirs(cfg.output_dir, exist_ok=True)  # (in seconds, before any engine) and refuses one made otherwise
     metrics.log(f"pass rates: {cfg.pass_rate_samples} rollouts per training row -> {path}")
     started = time.time()
     run_child("pass_rate.py", pass_rate_args(cfg), cfg.num_ranks, os.path.join(cfg.output_dir, "pass_rate.log"),

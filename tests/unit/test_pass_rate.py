@@ -112,8 +112,9 @@ def test_the_key_changes_with_what_makes_the_rates(data, tiny_model_dir):
         return file_metadata(cfg, data, "float32")["key"]
     base = key()
     assert key() == base
-    assert len({base, key("pass_rate.samples=3"), key("rollout.temperature=0.7"), key("rollout.max_new_tokens=9"),
-                key("seed=1")}) == 5
+    changed = [key("pass_rate.samples=3"), key("rollout.temperature=0.7"), key("rollout.max_new_tokens=9"),
+               key("seed=1"), key("reward.timeout_s=9"), key("reward.pass_fraction=true")]
+    assert len({base, *changed}) == 1 + len(changed)
     assert key("pass_rate.prompts_per_batch=3") == base  # how the work is batched does not change the rates
 
 
@@ -130,7 +131,7 @@ def test_a_finished_file_is_reused_and_another_runs_file_is_refused(data, tmp_pa
     from gainrl.pass_rate import run_pass_rates
     path = str(tmp_path / "pass_rate.json")
     cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", "data.limit=11",
-                       "sampler.prompts_per_epoch=4", "train.prompts_per_step=4", f"pass_rate.output={path}"],
+                       f"pass_rate.output={path}"],  # 256 prompts per epoch > 11 rows: not checked here
                       PassRateRunConfig, validate_pass_rate)
     columns = columns_from_counts(data.rows, data.prompts, {i: (1, 4, 7) for i in range(len(data.rows))})
     write_score_file(path, file_metadata(cfg, data, "float32"), columns)
@@ -141,3 +142,17 @@ def test_a_finished_file_is_reused_and_another_runs_file_is_refused(data, tmp_pa
     cfg.pass_rate.samples = 5  # what made the file differs from what is asked for
     with pytest.raises(ValueError, match="pass_rate.output.*delete it"):
         run_pass_rates(cfg, info)
+    with open(path, "w") as f:  # a damaged file: an error, not overwritten
+        f.write("{")
+    with pytest.raises(ValueError, match="pass_rate.output.*not valid JSON"):
+        run_pass_rates(cfg, info)
+
+
+def test_a_pass_rate_order_without_its_file_is_refused_before_any_scoring(data, tiny_model_dir):
+    import torch
+    from gainrl.dist import DistInfo
+    from gainrl.train_data import load_ranking
+    cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", "sampler.order=pass_rate"],
+                      TrainRunConfig)
+    with pytest.raises(ValueError, match="sampler.order.*train.score_file"):
+        load_ranking(cfg, DistInfo(0, 1, 0, 1, torch.device("cpu")), data)
