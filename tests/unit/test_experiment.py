@@ -322,9 +322,8 @@ def test_the_pass_rate_placeholder_is_filled_with_the_experiments_file(tmp_path)
         f"train.output_dir={tmp_path}/out/gainrl/seed_1", "validation.every_epochs=1"]
     assert launcher.pass_rate_args(cfg) == ["--config", cfg.recipe, "train.epochs=2", "pass_rate.samples=3",
                                             f"pass_rate.output={tmp_path}/out/pass_rate.json"]
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "pass_rate.json").write_text("{}")
-    launcher.prepare_pass_rates(cfg)  # the file exists: nothing is run (deepspeed would fail on this config)
+    # prepare_pass_rates always runs the job, which reuses a finished file or refuses a foreign one: tested
+    # in tests/unit/test_pass_rate.py, and end to end (a second experiment call) in tests/dist/test_experiment_dist.py
 
 
 def test_unknown_placeholders_and_samples_are_config_errors():
