@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import time
 from typing import Optional
 
 import numpy as np
@@ -97,9 +98,10 @@ def _rng_file(path: str, rank: int) -> str:
 
 # ---- save and load ----------------------------------------------------------------------------------
 
-def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> str:
+def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int, rng: Optional[dict] = None) -> str:
     """Every rank: write checkpoint `step_<train_state["step"]>` of `policy` (engine.DeepSpeedModel), then
-    delete all but the newest `keep` complete checkpoints. Returns the checkpoint's folder.
+    delete all but the newest `keep` complete checkpoints. Returns the checkpoint's folder. `rng`: the RNG
+    states to record (default: the current ones; a step stopped part-way records those it started with).
 
     A write error (a full disk, a quota) raises on the rank that hit it, naming the checkpoint and
     the last complete one, which is untouched; the launcher then stops the other ranks (or they fail
@@ -119,7 +121,7 @@ def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int) -> st
         dist.barrier()
         policy.save_checkpoint(root, name + PARTIAL)
         os.makedirs(os.path.dirname(_rng_file(partial, rank)), exist_ok=True)
-        torch.save(rng_states(), _rng_file(partial, rank))
+        torch.save(rng if rng is not None else rng_states(), _rng_file(partial, rank))
         if dist.is_rank0():
             save_hf_metadata(policy.module, tokenizer, os.path.join(partial, "hf"))
             with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as f:
@@ -193,11 +195,11 @@ class Checkpointer:
                       "config": config_dict(cfg)}
         self.last_step, self.last_path = resumed_step, resumed_from
 
-    def save(self, step: int, loop: dict, sampler: dict) -> str:
+    def save(self, step: int, loop: dict, sampler: dict, rng: Optional[dict] = None) -> str:
         """Every rank: checkpoint `step` (unless saved already); returns its folder."""
         if step != self.last_step:
             train_state = {"step": step, "loop": loop, "sampler": sampler, **self.fixed}
-            self.last_path = save(self.policy, self.tokenizer, self.output_dir, train_state, self.keep)
+            self.last_path = save(self.policy, self.tokenizer, self.output_dir, train_state, self.keep, rng)
             self.last_step = step
         return self.last_path
 
@@ -206,6 +208,7 @@ class Checkpointer:
 
 # keys a resumed run may change; any other difference from the checkpoint's config is refused
 RESUMABLE_CHANGES = ("train.epochs", "train.resume", "train.output_dir", "train.checkpoint_every",
+                     "rollout.enforce_eager", "rollout.max_num_seqs", "rollout.max_num_batched_tokens",
                      "train.keep_checkpoints", "train.max_nonfinite_steps", "train.stop_file", "dist.", "log.",
                      "reward.num_workers", "rollout.cpu_kv_cache_gib", "rollout.gpu_memory_utilization", "scorer.")
 
@@ -247,19 +250,81 @@ def find_resume_point(cfg: TrainRunConfig) -> Optional[str]:
     return path
 
 
-# ---- the stop file ----------------------------------------------------------------------------------
+# ---- when to save and when to stop ------------------------------------------------------------------
 
-class StopFile:
-    """`train.stop_file` (default <output_dir>/STOP): its presence asks the run to checkpoint and stop
-    (slurm's time-limit signal touches it). Rank 0 looks; every rank gets the answer."""
+JOB_END_ENV = "GAINRL_JOB_END_TIME"  # the job's end, in Unix seconds (launchers/slurm/train.sbatch sets it)
 
-    def __init__(self, cfg: TrainRunConfig):
+
+def deadline_margin_s(longest_step_s: float, longest_save_s: Optional[float]) -> float:
+    """How long before a job's end a run must stop starting steps: one more step and a checkpoint, with half
+    again to spare, and a minute for the exit. Before the first checkpoint, a save is assumed to take a step."""
+    save_s = longest_save_s if longest_save_s is not None else longest_step_s
+    return 1.5 * (longest_step_s + save_s) + 60.0
+
+
+class SaveAndStop:
+    """When the run checkpoints and when it stops, decided on rank 0's clock and files and broadcast, so every
+    rank agrees: every `train.checkpoint_every` steps, every `train.checkpoint_every_minutes`, when the stop
+    file `train.stop_file` (default <output_dir>/STOP) appears (slurm's time-limit signal touches it), and
+    when the job's end (GAINRL_JOB_END_TIME) is nearer than deadline_margin_s of the measured step and
+    checkpoint times. A stop is checked at a step's end and, part-way, before its update."""
+
+    def __init__(self, cfg: TrainRunConfig, clock=time.time, environ=os.environ):
+        self.every_steps, self.every_s = cfg.train.checkpoint_every, 60.0 * cfg.train.checkpoint_every_minutes
         self.path = cfg.train.stop_file or os.path.join(cfg.train.output_dir, "STOP")
+        self.clock = clock
+        end = environ.get(JOB_END_ENV, "")
+        try:
+            self.job_end = float(end) if end else None
+        except ValueError:
+            raise ValueError(f"environment variable {JOB_END_ENV}={end!r}: expected Unix seconds") from None
+        self.last_save = self.step_start = clock()
+        self.longest_step_s, self.longest_save_s = 0.0, None
 
-    def requested(self) -> bool:
-        return bool(dist.broadcast_from_rank0(dist.is_rank0() and os.path.exists(self.path)))
+    def _rank0_reason(self) -> Optional[str]:
+        if os.path.exists(self.path):
+            return f"stop file {self.path}"
+        if self.job_end is not None and self.longest_step_s > 0:
+            left, margin = self.job_end - self.clock(), deadline_margin_s(self.longest_step_s, self.longest_save_s)
+            if left < margin:
+                return (f"the job ends in {left:.0f} s, less than a step and a checkpoint need ({margin:.0f} s, "
+                        f"from the longest step, {self.longest_step_s:.0f} s)")
+        return None
+
+    def stop_reason(self) -> Optional[str]:
+        """Rank 0's reason to stop now (the stop file, the job's end near), or None; every rank gets it."""
+        return dist.broadcast_from_rank0(self._rank0_reason() if dist.is_rank0() else None)
+
+    def start_step(self) -> None:
+        self.step_start = self.clock()
+
+    def end_step(self, step: int) -> tuple[bool, Optional[str]]:
+        """After step `step`: (checkpoint now?, the reason to stop or None), one broadcast."""
+        self.longest_step_s = max(self.longest_step_s, self.clock() - self.step_start)
+        decision = None
+        if dist.is_rank0():
+            time_due = bool(self.every_s) and self.clock() - self.last_save >= self.every_s
+            decision = (time_due, self._rank0_reason())
+        time_due, reason = dist.broadcast_from_rank0(decision)
+        step_due = bool(self.every_steps and step % self.every_steps == 0)
+        return step_due or time_due or reason is not None, reason
+
+    def saved(self, started: float) -> None:
+        """A checkpoint begun at `started` (clock time) is written."""
+        now = self.clock()
+        self.longest_save_s = max(self.longest_save_s or 0.0, now - started)
+        self.last_save = now
 
     def honoured(self) -> None:
-        """Remove it: a resumed run must not stop on it again."""
-        if dist.is_rank0():
+        """Remove the stop file: a resumed run must not stop on it again."""
+        if dist.is_rank0() and os.path.exists(self.path):
             os.remove(self.path)
+
+    def signal_margin_advice(self) -> str:
+        """What a time-limited job's stop signal must leave, from the steps and checkpoints measured so far."""
+        if self.longest_step_s == 0:
+            return ""
+        margin = deadline_margin_s(self.longest_step_s, self.longest_save_s)
+        return (f"steps take up to {self.longest_step_s:.0f} s and a checkpoint {self.longest_save_s or 0:.0f} s: "
+                f"a time-limited slurm job needs --signal=B:USR1@{int(margin)} or more (the trainer itself stops that "
+                f"long before {JOB_END_ENV})")

@@ -154,7 +154,9 @@ class RolloutConfig:
     top_p: float = 1.0
     gpu_memory_utilization: float = 0.4  # vLLM's share of the GPU (colocated with the learner)
     sleep_between_steps: bool = True  # on GPU, free vLLM's memory while the learner trains
-    enforce_eager: bool = True  # skip vLLM's graph compilation (fast start; off for speed on GPU)
+    enforce_eager: Optional[bool] = None  # skip vLLM's graph capture; None = off on GPU (CUDA graphs), on on CPU
+    max_num_seqs: Optional[int] = None  # vLLM's limit on sequences decoded at once; None = vLLM's default
+    max_num_batched_tokens: Optional[int] = None  # vLLM's tokens per scheduler step; None = vLLM's default
     cpu_kv_cache_gib: float = 1.0  # vLLM-CPU KV cache per rank
     push_bucket_mib: int = 256  # weight push: gathered bytes per bucket from ZeRO-3 shards to vLLM
 
@@ -174,6 +176,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm
     warmup_steps: int = 0
+    fused_adam: bool = False  # DeepSpeed's FusedAdam on GPU: JIT-compiled at the first step (needs nvcc matching
+    #                           torch's CUDA); off = torch's AdamW (no compiler needed)
 
 
 @dataclass
@@ -186,6 +190,7 @@ class TrainConfig:
     score_file: Optional[str] = None  # ranking to walk; None = score the dataset first (scorer section)
     output_dir: str = "runs/train"  # metrics.jsonl, plots and checkpoints go here
     checkpoint_every: int = 50  # steps between checkpoints (<output_dir>/checkpoints/step_N); 0 = only at the end
+    checkpoint_every_minutes: float = 0.0  # also checkpoint when this long has passed since the last one; 0 = off
     keep_checkpoints: int = 2  # complete checkpoints kept (the newest); older ones are deleted
     resume: str = "auto"  # auto: continue from the newest complete checkpoint if any | never | a step_N folder
     max_nonfinite_steps: int = 3  # a NaN/inf loss skips the step; this many in a row save and stop the run
@@ -377,6 +382,10 @@ def validate_training(cfg: TrainRunConfig) -> None:
             f"must divide sampler.prompts_per_epoch ({s.prompts_per_epoch})")
     require(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive")
     require(t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
+    require(t.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes", "must be >= 0 (0 = off)")
+    require(r.max_num_seqs is None or r.max_num_seqs > 0, "rollout.max_num_seqs", "must be positive or null")
+    require(r.max_num_batched_tokens is None or r.max_num_batched_tokens > 0, "rollout.max_num_batched_tokens",
+            "must be positive or null")
     require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", "must be >= 1")
     require(t.resume in ("auto", "never") or os.path.isdir(t.resume), "train.resume",

@@ -35,6 +35,8 @@ def init_distributed(timeout_s: int = 1800) -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = _local_world_size()
+    from .preflight import check_devices, probe_devices
+    check_devices(probe_devices(), local_world_size)  # a GPU node must not fall back to CPU without a word
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -156,7 +156,9 @@ def build_policy(cfg: TrainRunConfig, device: torch.device, gradient_accumulatio
     dtype = resolve_dtype(cfg.model.dtype, device)
     hidden_size = load_model_config(cfg.model.path).hidden_size
     optimizer = {"lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "weight_decay": cfg.optim.weight_decay,
-                 "torch_adam": device.type != "cuda"}  # DeepSpeed's fused Adam needs a CUDA build
+                 # torch's AdamW unless asked: DeepSpeed's FusedAdam (and CPUAdam with offload) JIT-compile at the
+                 # first step, needing nvcc and a CUDA toolkit that matches torch's
+                 "torch_adam": not (cfg.optim.fused_adam and device.type == "cuda")}
     ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=dtype_name(dtype),
                                micro_batch_size=cfg.train.micro_batch_size,
                                gradient_accumulation_steps=gradient_accumulation_steps,

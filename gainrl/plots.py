@@ -29,7 +29,9 @@ PHASE_COLORS = {"generate": "tab:blue", "reward": "tab:orange", "old_logprobs": 
 OPTIMIZATION_KEYS = (("loss", "policy loss"), ("kl_mean", "KL to reference"), ("grad_norm", "gradient norm"),
                      ("clip_fraction", "clipped token fraction"), ("ratio_mean", "mean ratio"),
                      ("entropy_mean", "entropy"), ("angle_mean", "training-time angle signal"),
-                     ("tokens_per_s", "tokens / s"))
+                     ("logprob_gap_mean", "|vLLM - learner| log-prob, mean"),
+                     ("logprob_gap_max", "|vLLM - learner| log-prob, max"), ("tokens_per_s", "tokens / s"))
+LOG_SCALE_KEYS = ("logprob_gap_mean", "logprob_gap_max")  # spans decades: fp32 ~1e-7, bf16 ~1e-2, a stale push ~1
 
 
 SCORE_LABELS = {"score": "angle concentration score (C_intra + w_inter C_inter)",
@@ -348,14 +350,17 @@ def plot_mu_terms(run: RunFiles):
 
 def plot_optimization(run: RunFiles):
     """Small multiples of the learner's health by step: loss, KL, gradient norm, clipping, ratio, entropy,
-    angle, throughput (those the run recorded)."""
+    angle, the vLLM-learner log-prob gap, throughput (those the run recorded)."""
     records, steps = run.metrics, [r["step"] for r in run.metrics]
     shown = [(key, name) for key, name in OPTIMIZATION_KEYS if np.isfinite(series(records, key)).any()]
     cols = 4
     rows = max(1, -(-len(shown) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(14, 2.9 * rows), squeeze=False)
     for ax, (key, name) in zip(axes.flat, shown):
-        ax.plot(steps, series(records, key), color="tab:blue", lw=1, **line_style(len(steps)))
+        values = series(records, key)
+        ax.plot(steps, values, color="tab:blue", lw=1, **line_style(len(steps)))
+        if key in LOG_SCALE_KEYS and (values[np.isfinite(values)] > 0).all():
+            ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

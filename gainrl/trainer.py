@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from . import checkpoint, dist, metrics
-from .algo import (STAT_KEYS, Sequences, group_advantages, local_normalizer, micro_batches, pack_sequences,
-                   policy_loss, wasted_group_fraction)
+from .algo import (STAT_KEYS, Sequences, group_advantages, local_normalizer, logprob_gap, micro_batches,
+                   pack_sequences, policy_loss, wasted_group_fraction)
 from .groups import collect_groups
 from .config import GrpoConfig, TrainRunConfig, config_dict
 from .engine import build_policy, build_reference
@@ -132,12 +132,14 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     reference = build_reference(cfg, info.device)
     rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed,  # the engine adds the rank
                             dtype=dtype_name(resolve_dtype(cfg.model.dtype, info.device)),
-                            max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens)
-    rollout.match_weights(policy.module)  # before any step: names that do not load are an error now
+                            max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens,
+                            weights_from_learner=True)  # no read of the weights from disk on every rank
     run = Run(cfg, data, tokenizer, sampler, policy, reference, rollout, build_reward(cfg.reward),
               pad_token_id(tokenizer), heldout, score_file)
     if resume_from is not None:
         restore(run, resume_from)
+    else:  # names that do not load are an error here, before any step
+        rollout.sync_weights(policy.module)
     return run
 
 
@@ -152,7 +154,7 @@ def restore(run: Run, path: str) -> None:
     loop.setdefault("trained_rollouts", loop["rollouts"])  # saved before dynamic sampling: every rollout trained
     run.state = LoopState(**loop)
     run.sampler.load_state_dict(restored["sampler"])
-    run.rollout.sync_weights(run.policy.module)  # the engine was built with the start weights
+    run.rollout.sync_weights(run.policy.module)  # the engine was built without weights
     checkpoint.restore_rng(path)
     run.resumed_from = path
     metrics.log(f"resumed from {path}: step {run.state.step}, epoch {run.state.epoch}")
@@ -215,8 +217,11 @@ def update_policy(policy: Policy, grpo: GrpoConfig, temperature: float, seqs: Se
     return {**means, "num_nonfinite_losses": nonfinite, "num_skipped_updates": skipped}
 
 
-def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
-    """One GRPO optimizer step on this rank's share of `prompt_indices` (the same array on every rank)."""
+def train_step(run: Run, prompt_indices: np.ndarray,
+               stop_reason: Callable[[], Optional[str]] = lambda: None) -> Optional[dict]:
+    """One GRPO optimizer step on this rank's share of `prompt_indices` (the same array on every rank).
+    `stop_reason` is asked once the rollouts are graded: a reason returns None with the step undone (nothing
+    of it kept: the loop's and the sampler's state are as before it)."""
     cfg, group_size, world_size = run.cfg, run.cfg.grpo.group_size, dist.get_world_size()
     timer = metrics.PhaseTimer()
     share = len(prompt_indices) // world_size
@@ -224,6 +229,8 @@ def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
 
     taken = list(run.state.indices or []) + run.state.extra_rows  # the epoch's rows so far
     batch, generated = collect_groups(run, mine, run.sampler, taken, timer)  # generate and reward phases
+    if stop_reason() is not None:  # a long step's generation is over: stop before the update
+        return None
     run.state.extra_rows = taken[len(run.state.indices or []):]
     observe_on_rank0(run.sampler, generated.outcomes())
     prompt_ids = [p for p in batch.prompt_ids for _ in range(group_size)]
@@ -231,10 +238,12 @@ def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
     rewards = batch.rewards
     advantages = group_advantages(rewards, group_size, cfg.grpo.scale_by_std)
 
-    seqs = pack_sequences(prompt_ids, response_ids, run.pad_id)
+    seqs = pack_sequences(prompt_ids, response_ids, run.pad_id,
+                          [c.logprobs for group in batch.completions for c in group])
     batches = micro_batches(len(response_ids), cfg.train.micro_batch_size)
     with timer("old_logprobs"):
         old_logp, ref_logp, angle = old_logprobs(run.policy, run.reference, seqs, batches, cfg.rollout.temperature)
+    gaps = [logprob_gap(old_logp[k], seqs.sampled_logp[mb], seqs.response_mask[mb]) for k, mb in enumerate(batches)]
     with timer("update"):
         sums = update_policy(run.policy, cfg.grpo, cfg.rollout.temperature, seqs, batches, advantages, old_logp,
                              ref_logp)
@@ -254,10 +263,12 @@ def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
         "zero_variance_tokens": sum(t for t, ok in zip(group_tokens, informative) if not ok),
         "response_tokens": sum(seqs.response_lengths), "angle_sum": angle.sum().item(),
         "num_reward_errors": generated.num_errors, "num_reward_timeouts": generated.num_timeouts,
-        "tokens": seqs.attention_mask.sum().item(), **sums,
+        "tokens": seqs.attention_mask.sum().item(), "gap_sum": sum(g[0] for g in gaps),
+        "gap_count": sum(g[1] for g in gaps), **sums,
     }
     total = dist.all_reduce_sums(local)
-    max_response_tokens = max(dist.all_gather(max(seqs.response_lengths)))
+    maxima = dist.all_gather((max(seqs.response_lengths), max(g[2] for g in gaps)))
+    max_response_tokens, gap_max = max(m[0] for m in maxima), max(m[1] for m in maxima)
     num_rollouts, num_tokens = total["rollouts"], max(total["num_tokens"], 1.0)
     return {
         "reward_mean": total["reward_sum"] / total["generated"],
@@ -278,6 +289,8 @@ def train_step(run: Run, prompt_indices: np.ndarray) -> dict:
         "entropy_mean": total["entropy_sum"] / num_tokens if cfg.grpo.entropy_coef > 0 else None,
         "clip_fraction": (total["num_clipped_low"] + total["num_clipped_high"]) / num_tokens,
         "ratio_mean": total["ratio_sum"] / num_tokens,
+        "logprob_gap_mean": total["gap_sum"] / max(total["gap_count"], 1.0),  # the sampler's vs the learner's
+        "logprob_gap_max": gap_max,
         "grad_norm": grad_norm,
         **{key: int(total[key]) for key in ("num_reward_errors", "num_reward_timeouts", "num_nonfinite_losses")},
         "num_skipped_updates": int(sums["num_skipped_updates"]),
@@ -310,6 +323,24 @@ def finish(run: Run, run_log: metrics.RunLog) -> None:
                 f"final weights in {out}/final")
 
 
+class GapWatch:
+    """Warns when a step's mean vLLM-learner log-prob gap jumps: above `factor` x the median of the last
+    `window` steps' and above `floor` nats (a stale or half-pushed weight; steady bf16 drift does not warn)."""
+
+    def __init__(self, factor: float = 10.0, floor: float = 1e-3, window: int = 20):
+        self.factor, self.floor, self.window = factor, floor, window
+        self.history: list[float] = []
+
+    def check(self, step: int, gap: float) -> Optional[str]:
+        median = float(np.median(self.history)) if self.history else None
+        self.history = (self.history + [gap])[-self.window:]
+        if median is not None and gap > self.floor and gap > self.factor * median:
+            return (f"step {step}: the log-prob gap between vLLM's sampling and the learner jumped to {gap:.2e} nats "
+                    f"(median of the last steps {median:.2e}): a weight push may have failed or been skipped, or the "
+                    "engine's numerics differ from the learner's (dtype, kernels)")
+        return None
+
+
 def run_training(run: Run) -> dict:
     """Run (or continue) the epochs of `run`; returns the last step's metrics."""
     cfg, state, sampler = run.cfg, run.state, run.sampler
@@ -317,11 +348,25 @@ def run_training(run: Run) -> dict:
     run_log = open_run_log(run)
     saver = checkpoint.Checkpointer(run.policy, run.tokenizer, cfg, run.data.fingerprint, run.resumed_from,
                                     state.step if run.resumed_from is not None else None)
-    stop_file = checkpoint.StopFile(cfg)
+    when = checkpoint.SaveAndStop(cfg)
+    gap_watch = GapWatch()
     validate = Validator(cfg, run.heldout, run.rollout, run.tokenizer, run.reward, run_log)
     bar = metrics.progress(cfg.train.epochs * steps_per_epoch, "training", unit="step")
     bar.update(state.step)
     record, start = {}, time.time()
+
+    def save(loop: dict, sampler_state: dict, rng: Optional[dict] = None) -> str:
+        began = time.time()
+        path = saver.save(state.step, loop, sampler_state, rng)
+        when.saved(began)
+        return path
+
+    def stop(reason: str, saved_at: str) -> dict:
+        when.honoured()
+        metrics.log(f"stopping ({reason}): checkpoint {saved_at} saved at step {state.step}; continue with "
+                    f"train.resume=auto. {when.signal_margin_advice()}")
+        return record
+
     try:
         if run.resumed_from is None and validate.due(0):
             validate(0, state.step, run.policy.module)
@@ -336,7 +381,13 @@ def run_training(run: Run) -> dict:
                              {"update": sampler.last_update, "num_skipped_rows": sampler.last_skipped})
                 state.start_epoch(epoch, indices.tolist())
             for prompt_indices in state.remaining_steps(steps_per_epoch):
-                record = train_step(run, prompt_indices)
+                when.start_step()  # what a stop part-way through the step saves: the state before it
+                before = (dict(vars(state), extra_rows=list(state.extra_rows)), sampler.state_dict(),
+                          checkpoint.rng_states())
+                step_record = train_step(run, prompt_indices, when.stop_reason)
+                if step_record is None:  # stopped after generating, before the update
+                    return stop(when.stop_reason() or "requested", save(*before))
+                record = step_record
                 if rescore_s is not None:  # the re-scoring before the epoch is counted in its first step
                     record[phase_seconds_key("rescore")], rescore_s = rescore_s, 0.0
                 skipped = state.account(record)
@@ -346,27 +397,26 @@ def run_training(run: Run) -> dict:
                 if skipped:
                     metrics.log(f"step {state.step} skipped: non-finite loss or gradients "
                                 f"({state.nonfinite_in_a_row} in a row, {state.skipped_steps} in all)")
+                warning = gap_watch.check(state.step, record["logprob_gap_mean"])
+                if warning:
+                    metrics.log(f"warning: {warning}")
                 bar.update(1)
-                bar.set_postfix(reward=f"{record['reward_mean']:.3f}",
+                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", gap=f"{record['logprob_gap_mean']:.1e}",
                                 mu="-" if sampler.mu is None else f"{sampler.mu:.0f}")
                 diverged = state.nonfinite_in_a_row >= cfg.train.max_nonfinite_steps
-                stop = stop_file.requested()
-                every = cfg.train.checkpoint_every
-                if stop or diverged or (every and state.step % every == 0):
-                    saved_at = saver.save(state.step, vars(state), sampler.state_dict())
+                due, reason = when.end_step(state.step)
+                if due or diverged:
+                    saved_at = save(vars(state), sampler.state_dict())
                 if diverged:
                     raise RuntimeError(f"{state.nonfinite_in_a_row} steps in a row had a NaN or inf loss (step "
                                        f"{state.step}); stopped after saving {saved_at}. Lower optim.lr, check the "
                                        "data, or raise train.max_nonfinite_steps")
-                if stop:
-                    stop_file.honoured()
-                    metrics.log(f"stop requested: checkpoint {saved_at} saved at step {state.step}; "
-                                "continue with train.resume=auto")
-                    return record
+                if reason is not None:
+                    return stop(reason, saved_at)
             sampler.update(*state.end_epoch())
             if validate.due(epoch + 1):
                 validate(epoch + 1, state.step, run.policy.module)
-        saver.save(state.step, vars(state), sampler.state_dict())
+        save(vars(state), sampler.state_dict())
         finish(run, run_log)
     finally:
         bar.close()

@@ -92,12 +92,18 @@ class FakePolicy:
 
 class FakeRollout:
     """Random completions from torch's global generator (so a restored RNG state matters), refusing to
-    generate while asleep; remembers the last weights pushed into it. (How the real engine sleeps and
-    wakes around a push is its own business: RolloutEngine.sync_weights, run by the 2-rank training tests.)"""
+    generate while asleep; remembers the last weights pushed into it. With `model` (the policy's module at
+    the start), each sampled token gets its log-prob under the weights pushed last (a copy of the model, at
+    `temperature`), as the real engine reports them; `skip_pushes` (1-based push numbers) are ignored, as a
+    push that silently failed would be. (How the real engine sleeps and wakes around a push is its own
+    business: RolloutEngine.sync_weights, run by the 2-rank training tests.)"""
 
-    def __init__(self, events: list, on_generate=None):
+    def __init__(self, events: list, on_generate=None, model=None, temperature: float = 1.0, skip_pushes=()):
+        import copy
         self.events, self.on_generate = events, on_generate
-        self.awake, self.pushed, self.num_generates = True, None, 0
+        self.awake, self.pushed, self.num_generates, self.num_pushes = True, None, 0, 0
+        self.model = copy.deepcopy(model) if model is not None else None
+        self.temperature, self.skip_pushes = temperature, set(skip_pushes)
         self.sampled_prompts: list[list[list[int]]] = []  # the prompts of each sampling call
 
     def wake(self, tags=None):
@@ -117,14 +123,28 @@ class FakeRollout:
         if self.on_generate is not None:
             self.on_generate(self.num_generates)
         out = []
-        for _ in prompt_token_ids:
+        for prompt in prompt_token_ids:
             lengths = torch.randint(1, 7, (1 if greedy else num_samples,)).tolist()
-            out.append([Completion(torch.randint(20, 200, (n,)).tolist(), [0.0] * n, "length") for n in lengths])
+            tokens = [torch.randint(20, 200, (n,)).tolist() for n in lengths]
+            out.append([Completion(t, self._logprobs(list(prompt), t), "length") for t in tokens])
         return out
+
+    @torch.no_grad()
+    def _logprobs(self, prompt, tokens):
+        if self.model is None:
+            return [0.0] * len(tokens)
+        ids = torch.tensor([prompt + tokens])
+        logp, _, _ = forward_logprobs(self.model, ids, torch.ones_like(ids), temperature=self.temperature)
+        return logp[0, len(prompt) - 1:].tolist()
 
     def sync_weights(self, model):
         self.events.append("sync_weights")
+        self.num_pushes += 1
+        if self.num_pushes in self.skip_pushes:
+            return {}
         self.pushed = {name: p.detach().clone() for name, p in model.named_parameters()}
+        if self.model is not None:
+            self.model.load_state_dict(model.state_dict())
         return {}
 
     def close(self):

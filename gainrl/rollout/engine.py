@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import dist
 from ..config import RolloutConfig
+from .vllm_check import check_vllm
 from .weight_push import check_weight_names, push_weights
 
 SLEEP_TAGS = ("weights", "kv_cache")  # vLLM's names for the memory that sleep mode releases
@@ -38,7 +39,8 @@ SLEEP_TAGS = ("weights", "kv_cache")  # vLLM's names for the memory that sleep m
 @dataclass(frozen=True)
 class Completion:
     token_ids: list[int]  # sampled tokens, EOS included when the completion stopped on it
-    logprobs: list[float]  # per sampled token: log-prob under the unmodified model distribution
+    logprobs: list[float]  # per sampled token: log-prob under the sampling distribution (temperature and top_p
+    #                        applied; with top_p = 1 what the learner computes at the same temperature)
     finish_reason: str  # "stop" (EOS or stop token) or "length" (max_new_tokens reached)
 
 
@@ -101,7 +103,11 @@ class RolloutEngine:
     On CPU vLLM's sleep/wake do nothing and the weights stay resident, but the order is checked
     all the same (generating while asleep or before the push, pushing into sleeping weights)."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, *, dtype: str, seed: int, max_model_len: int):
+    def __init__(self, model_path: str, cfg: RolloutConfig, *, dtype: str, seed: int, max_model_len: int,
+                 weights_from_learner: bool = False):
+        """`weights_from_learner`: build the engine with uninitialised weights (vLLM's dummy load, no read
+        of the checkpoint from disk on every rank); it refuses to generate until the first sync_weights."""
+        check_vllm()  # before the minutes of building: the version found and the one needed
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -110,9 +116,13 @@ class RolloutEngine:
         self.rank = dist.get_rank()
         self.on_gpu = current_platform.is_cuda_alike()
         self.uses_sleep = self.on_gpu and cfg.sleep_between_steps
+        enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not self.on_gpu
         engine_args = dict(
             model=model_path, dtype=dtype, seed=seed + self.rank, max_model_len=max_model_len,
-            enforce_eager=cfg.enforce_eager, tensor_parallel_size=1, logprobs_mode="raw_logprobs",
+            enforce_eager=enforce_eager, tensor_parallel_size=1, logprobs_mode="processed_logprobs",
+            load_format="dummy" if weights_from_learner else "auto",
+            **{key: getattr(cfg, key) for key in ("max_num_seqs", "max_num_batched_tokens")
+               if getattr(cfg, key) is not None},
         )
         if distributed:
             missing = [key for key in ("RANK", "LOCAL_RANK") if key not in os.environ]
@@ -132,7 +142,7 @@ class RolloutEngine:
         self.llm = LLM(**engine_args)
         self.dtype: torch.dtype = self.llm.llm_engine.model_config.dtype
         self.asleep: set[str] = set()  # tags of vLLM memory now released
-        self.weights_discarded = False  # level-2 sleep drops the weights until the next push
+        self.weights_discarded = weights_from_learner  # level-2 sleep (or a dummy load) until the next push
         self.weight_targets: Optional[dict[str, str]] = None  # learner name -> vLLM parameter, checked once
 
     # -- generation --------------------------------------------------------------------------------
@@ -173,8 +183,8 @@ class RolloutEngine:
             raise RuntimeError(f"the rollout engine sleeps ({', '.join(sorted(self.asleep))}): wake() it before "
                                "generating")
         if self.weights_discarded:
-            raise RuntimeError("the rollout engine slept at level 2, which discards its weights: "
-                               "wake it and push the policy's weights before generating")
+            raise RuntimeError("the rollout engine holds no weights (built to receive the learner's, or slept at "
+                               "level 2, which discards them): wake it and push the policy's weights before generating")
 
     # -- memory: vLLM's sleep mode (GPU only; the protocol is enforced on every device) ---------------
 

@@ -76,12 +76,13 @@ def uninterrupted(inputs):
 
 def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_path):
     run_dir = tmp_path / "interrupted"
-    # 1) a stop request (what slurm's pre-emption signal does): checkpoint at the next step, exit 0
+    # 1) a stop request (what slurm's time-limit signal does): seen once step 1 has generated, before its
+    # update; the state before step 1 is checkpointed (as step 0) and the run exits 0
     stop_file = tmp_path / "stop"
     stop_file.touch()
     stopped = expect_ok(command(inputs, run_dir, *SHORT, f"train.stop_file={stop_file}"), 600)
-    assert "stop requested" in stopped.stderr
-    assert sorted(os.listdir(run_dir / "checkpoints"))[:1] == ["step_00000001"]
+    assert f"stopping (stop file {stop_file})" in stopped.stderr
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["step_00000000"]
     assert not (run_dir / "final").exists()
     assert not stop_file.exists()  # honoured, so removed: the next run must not stop on it
 

@@ -40,6 +40,8 @@ def test_metrics_are_written_and_finite(demo_run):
         assert r["response_tokens_mean"] > 0 and r["grad_norm"] > 0
     assert 0 < sum(r["reward_mean"] for r in records) < len(records)  # the warm start gives mixed rewards
     assert records[0]["mu"] == 0 and records[-1]["epoch"] == 1
+    # vLLM (built without weights, filled by the learner's push) samples with the learner's distribution: fp32
+    assert all(r["logprob_gap_max"] < 1e-4 for r in records), [r["logprob_gap_max"] for r in records]
 
 
 def test_every_trainable_parameter_changed(demo_run):

@@ -34,7 +34,7 @@ def rows_and_prompts(tiny_model_dir, tiny_tokenizer):
 
 
 def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, nan_steps=(), on_generate=None,
-             validate=False, columns=None):
+             validate=False, columns=None, skip_pushes=()):
     cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", f"train.output_dir={tmp_path}",
                        "sampler.order=random", "sampler.prompts_per_epoch=8", "sampler.adj_max=8",
                        "sampler.sigma=5", "sampler.n=2", "train.prompts_per_step=4",
@@ -47,9 +47,10 @@ def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overri
     events = []
     accumulation = cfg.train.prompts_per_step * GROUP_SIZE // cfg.train.micro_batch_size
     heldout = ValidationSet(rows[NUM_ROWS:], prompts[NUM_ROWS:]) if validate else None
-    run = Run(cfg, data, tiny_tokenizer, build_sampler(cfg.sampler, columns, NUM_ROWS, seed=cfg.seed),
-              FakePolicy(tiny_model_dir, accumulation, events, nan_steps), None, FakeRollout(events, on_generate),
-              FakeReward(), tiny_tokenizer.pad_token_id, heldout=heldout)
+    policy = FakePolicy(tiny_model_dir, accumulation, events, nan_steps)
+    rollout = FakeRollout(events, on_generate, policy.module, cfg.rollout.temperature, skip_pushes)
+    run = Run(cfg, data, tiny_tokenizer, build_sampler(cfg.sampler, columns, NUM_ROWS, seed=cfg.seed), policy, None,
+              rollout, FakeReward(), tiny_tokenizer.pad_token_id, heldout=heldout)
     return run, events
 
 
@@ -127,7 +128,7 @@ def test_a_stop_mid_epoch_then_a_resume_gives_the_uninterrupted_run_exactly(tmp_
     stop = str(out / "STOP")
 
     def request_stop(num_generates):
-        if num_generates == 1:  # while step 1 runs: honoured at its end, mid-epoch
+        if num_generates == 3:  # (1: validation) while step 2 generates: honoured before its update, mid-epoch
             open(stop, "w").close()
 
     first, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, on_generate=request_stop,
@@ -191,7 +192,7 @@ def test_every_curriculum_resumes_from_a_stop_mid_epoch_exactly(name, tmp_path, 
     out, parts = tmp_path / "parts", []
 
     def request_stop(num_generates):
-        if parts and parts[0].state.step == 2:  # while step 3 (epoch 1) runs: honoured at its end
+        if parts and parts[0].state.step == 3:  # while step 4 (epoch 1) generates: honoured before its update
             open(out / "STOP", "w").close()
 
     first, _ = make_run(out, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, columns=columns,
@@ -204,3 +205,42 @@ def test_every_curriculum_resumes_from_a_stop_mid_epoch_exactly(name, tmp_path, 
     assert without_timings(records(out, "metrics.jsonl")) == without_timings(steps)
     assert records(out, "draws.jsonl") == records(tmp_path / "whole", "draws.jsonl")
     assert second.sampler.state_dict() == whole.sampler.state_dict()
+
+
+def test_a_stop_requested_while_a_step_generates_is_honoured_before_its_update(tmp_path, tiny_model_dir,
+                                                                              tiny_tokenizer, rows_and_prompts):
+    def request_stop(num_generates):
+        open(tmp_path / "STOP", "w").close()
+
+    run, events = make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, on_generate=request_stop)
+    assert run_training(run) == {}  # no step finished
+    assert events == ["wake", "generate", "sleep", "close"]  # no forward, backward or optimizer step
+    names = [os.path.basename(p) for p in checkpoint.complete_checkpoints(str(tmp_path))]
+    assert names == ["step_00000000"] and not os.path.exists(tmp_path / "STOP")
+    assert checkpoint.read_train_state(checkpoint.complete_checkpoints(str(tmp_path))[0])["loop"]["step_in_epoch"] == 0
+
+
+def test_time_based_checkpoints_save_when_the_minutes_have_passed(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                                  rows_and_prompts):
+    run, _ = make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts,
+                      "train.checkpoint_every_minutes=1e-9")  # always due: every step saves
+    run_training(run)
+    names = [os.path.basename(p) for p in checkpoint.complete_checkpoints(str(tmp_path))]
+    assert names == [f"step_{k:08d}" for k in (1, 2, 3, 4)]
+
+
+def test_the_logprob_gap_is_tiny_after_every_push_and_jumps_when_a_push_is_skipped(tmp_path, tiny_model_dir,
+                                                                                   tiny_tokenizer, rows_and_prompts,
+                                                                                   capsys):
+    run, _ = make_run(tmp_path / "pushed", tiny_model_dir, tiny_tokenizer, rows_and_prompts)
+    run_training(run)
+    gaps = [r["logprob_gap_max"] for r in records(tmp_path / "pushed", "metrics.jsonl")]
+    assert len(gaps) == 4 and max(gaps) < 1e-4  # fp32, the same model: only summation order differs
+    assert "jumped" not in capsys.readouterr().err
+
+    run, _ = make_run(tmp_path / "skipped", tiny_model_dir, tiny_tokenizer, rows_and_prompts, skip_pushes={2})
+    run_training(run)  # step 2's push is lost: step 3 samples with step 1's weights, step 4 with step 3's again
+    steps = records(tmp_path / "skipped", "metrics.jsonl")
+    assert [r["logprob_gap_max"] < 1e-4 for r in steps] == [True, True, False, True]
+    assert steps[2]["logprob_gap_mean"] > 1e-3
+    assert "step 3: the log-prob gap between vLLM's sampling and the learner jumped" in capsys.readouterr().err
