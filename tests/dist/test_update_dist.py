@@ -12,15 +12,21 @@ from tests.launch import expect_ok, torchrun
 SCRIPT = os.path.join(REPO, "tests", "dist", "update_ranks.py")
 
 
-@pytest.fixture(scope="module")
-def sgd_zero3_config(tmp_path_factory):
-    with open(os.path.join(REPO, "ds_configs", "zero3.json")) as f:
+def sgd_config(folder, name: str) -> str:
+    """ds_configs/<name> with SGD of lr 1 in place of AdamW: the parameter change is minus the gradient."""
+    with open(os.path.join(REPO, "ds_configs", name)) as f:
         config = json.load(f)
-    config["optimizer"] = {"type": "SGD", "params": {"lr": 1.0}}  # parameter change = -gradient
+    config["optimizer"] = {"type": "SGD", "params": {"lr": 1.0}}
     config["zero_allow_untested_optimizer"] = True
-    path = tmp_path_factory.mktemp("ds") / "zero3_sgd.json"
+    config["zero_force_ds_cpu_optimizer"] = False  # the offload config: a torch optimizer on the CPU copy
+    path = folder / name.replace(".json", "_sgd.json")
     path.write_text(json.dumps(config))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def sgd_zero3_config(tmp_path_factory):
+    return sgd_config(tmp_path_factory.mktemp("ds"), "zero3.json")
 
 
 # sequence aggregation's cross-rank normaliser: tests/dist/test_loss_dist.py; the whole update with it: -m slow
@@ -40,3 +46,22 @@ def test_two_ranks_take_the_same_step_as_one_process(tmp_path, tiny_model_dir, s
     assert a["totals"]["num_clipped_low"] + a["totals"]["num_clipped_high"] > 0
     assert a["totals"]["kl_sum"] > 0.1 and a["ref_gap"] < 1e-6  # the reference model is the initial policy
     torch.testing.assert_close(torch.tensor(b["angles"]), torch.tensor(a["angles"]), atol=1e-6, rtol=0)
+
+
+def test_gradient_checkpointing_and_the_offload_config_take_the_same_step(tmp_path, tiny_model_dir, sgd_zero3_config):
+    """The recipe paths no other test runs: ZeRO-3 with gradient checkpointing (the 7B recipe's setting), and
+    ds_configs/zero3_offload.json (parameters and optimizer states in CPU memory), each in one process."""
+    steps = {}
+    for name, ds_config, extra in [("plain", sgd_zero3_config, []),
+                                   ("checkpointed", sgd_zero3_config, ["train.gradient_checkpointing=true"]),
+                                   ("offload", sgd_config(tmp_path, "zero3_offload.json"), [])]:
+        out = str(tmp_path / f"{name}.pt")
+        expect_ok([sys.executable, SCRIPT, tiny_model_dir, ds_config, out, "token", *extra], 300)
+        steps[name] = torch.load(out)
+    plain = steps["plain"]
+    assert sum(float(d.abs().sum()) for d in plain["delta"].values()) > 1e-3
+    for name in ("checkpointed", "offload"):
+        for param in plain["delta"]:
+            torch.testing.assert_close(steps[name]["delta"][param], plain["delta"][param], atol=1e-6, rtol=1e-4,
+                                       msg=f"{name}: {param}")
+        assert steps[name]["totals"]["loss"] == pytest.approx(plain["totals"]["loss"], rel=1e-5, abs=1e-7), name

@@ -2,7 +2,7 @@
 batch of 8 sequences (each rank takes its contiguous half), with an SGD optimizer of lr 1, so that the
 parameter change is minus the gradient. Rank 0 saves the change of every parameter and the loss terms.
 
-    python tests/dist/update_ranks.py MODEL_DIR DS_CONFIG OUT.pt AGGREGATION
+    python tests/dist/update_ranks.py MODEL_DIR DS_CONFIG OUT.pt AGGREGATION [key=value ...]
 """
 import os
 import sys
@@ -21,7 +21,7 @@ def fixed_batch(vocab_size: int, pad_id: int):
     return prompt_ids, response_ids, advantages
 
 
-def main(model_dir: str, ds_config: str, out: str, aggregation: str) -> None:
+def main(model_dir: str, ds_config: str, out: str, aggregation: str, *overrides: str) -> None:
     from deepspeed import zero
 
     from gainrl import dist
@@ -32,7 +32,8 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str) -> None:
 
     cfg = load_config([f"model.path={model_dir}", "model.dtype=float32", "data.path=unused.jsonl",
                        f"train.ds_config={ds_config}", "train.micro_batch_size=2", "grpo.kl_coef=0.05",
-                       "grpo.entropy_coef=0.01", "rollout.temperature=0.9", f"grpo.aggregation={aggregation}", "optim.grad_clip=1e9"],
+                       "grpo.entropy_coef=0.01", "rollout.temperature=0.9", f"grpo.aggregation={aggregation}", "optim.grad_clip=1e9",
+                       *overrides],
                       TrainRunConfig)
     info = dist.init_distributed(120)
     torch.manual_seed(0)
