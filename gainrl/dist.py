@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .preflight import check_devices, probe_devices
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -35,8 +37,7 @@ def init_distributed(timeout_s: int = 1800) -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = _local_world_size()
-    from .preflight import check_devices, probe_devices
-    check_devices(probe_devices(), local_world_size)  # a GPU node must not fall back to CPU without a word
+    check_devices(probe_devices(dist.is_nccl_available()), local_world_size)  # a GPU node must not fall back to CPU without a word
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

