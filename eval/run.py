@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from gainrl import dist, metrics  # noqa: E402
@@ -57,7 +55,7 @@ def translate_flags(argv: list[str]) -> list[str]:
 def run_key(cfg: EvalRunConfig, benchmark: Benchmark, source: str, prompts: PromptBuilder) -> dict:
     """What decides the records: a different key is a different run (see gainrl.evaluation.results)."""
     g = cfg.generation
-    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if torch.cuda.is_available() else "float32")
+    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if on_gpu() else "float32")
     return {"model": os.path.abspath(cfg.model.path), "model_fingerprint": checkpoint_fingerprint(cfg.model.path),
             "dtype": dtype, "benchmark": benchmark.name, "prompt": prompts.template_hash(),
             "source": os.path.abspath(source) if os.path.exists(source) else source,  # a file, or a dataset name
@@ -67,8 +65,17 @@ def run_key(cfg: EvalRunConfig, benchmark: Benchmark, source: str, prompts: Prom
             else {"math_timeout_s": cfg.grading.math_timeout_s}}
 
 
+def on_gpu() -> bool:
+    """What the engine will run on, asked of vLLM's platform (NVML), without initialising CUDA in this process."""
+    from vllm.platforms import current_platform
+    return current_platform.is_cuda_alike()
+
+
 def main(argv: list[str]) -> None:
     from transformers import AutoTokenizer
+
+    # vLLM's tensor-parallel workers: spawned, not forked ("Cannot re-initialize CUDA in forked subprocess")
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 
     cfg = load_config(translate_flags(argv), EvalRunConfig, validate_eval)
     if not os.path.isdir(cfg.model.path):

@@ -41,6 +41,10 @@ DEFAULT_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_DEBUG": "WARN"}
 # User-set variables shown in the plan (they reach the programs unchanged): network and GPU selection
 PASSED_PREFIXES = ("NCCL_", "TORCH_", "GLOO_", "FI_", "UCX_", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 BASE_PORT, NUM_PORTS = 15000, 10000  # derived ports stay below Linux's ephemeral range (32768+)
+# vLLM engines of one node (eval slots) each get their own VLLM_PORT range: vLLM scans upward from VLLM_PORT for
+# the ports it opens (vllm/utils/network_utils.py get_open_ports_list), so engines started at once from one base
+# race for the same ports. 25000-32199: 9 jobs' offsets x 8 slots x 100 ports, above the rendezvous range.
+VLLM_BASE_PORT, VLLM_PORTS_PER_SLOT, VLLM_SLOTS, VLLM_JOB_OFFSETS = 25000, 100, 8, 9
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,14 @@ def torchrun_launch(env: Mapping[str, str], alloc: Allocation, program: str, arg
     return Launch(node_env(env, alloc, alloc.gpus_per_node), argv)
 
 
+def vllm_port(env: Mapping[str, str], job_id: str, slot: int) -> int:
+    """The base of eval slot `slot`'s VLLM_PORT range on its node: disjoint per slot, offset by the job."""
+    if env.get("VLLM_PORT"):  # the user's base: slots above it
+        return _integer(env, "VLLM_PORT", env["VLLM_PORT"]) + slot * VLLM_PORTS_PER_SLOT
+    job = _integer(env, "SLURM_JOB_ID", job_id) % VLLM_JOB_OFFSETS
+    return VLLM_BASE_PORT + (job * VLLM_SLOTS + slot % VLLM_SLOTS) * VLLM_PORTS_PER_SLOT
+
+
 def load_eval_config(args: list[str]):
     """eval/run.py's config from its own command line (its flags, YAML and overrides), validated."""
     spec = importlib.util.spec_from_file_location("gainrl_eval_run", PROGRAMS["eval"])
@@ -178,6 +190,9 @@ def eval_launches(env: Mapping[str, str], alloc: Allocation, args: list[str], be
         launch_env = node_env(env, alloc, slots_per_node)
         launch_env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[local * tensor_parallel_size:
                                                               (local + 1) * tensor_parallel_size])
+        launch_env["VLLM_PORT"] = str(vllm_port(env, alloc.job_id, local))  # no two engines race for a port
+        # vLLM's tensor-parallel workers are spawned, never forked from a process that may have touched CUDA
+        launch_env["VLLM_WORKER_MULTIPROC_METHOD"] = env.get("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         launches.append(Launch(launch_env, [sys.executable, PROGRAMS["eval"], *args, *extra]))
     return launches
 

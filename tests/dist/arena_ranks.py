@@ -56,7 +56,7 @@ def main(model_dir: str, out_dir: str, overrides: list[str]) -> None:
         def on_generate(num_generates):  # where the loop stands at each sampling call
             state = runs[-1].state
             when[name].append((state.epoch, state.step))
-            if stop and dist.is_rank0() and state.step == STOP_AFTER:  # honoured at the end of this step
+            if stop and dist.is_rank0() and state.step == STOP_AFTER:  # honoured before this step's update
                 open(os.path.join(out_dir, "parts", "STOP"), "w").close()
         return on_generate
 
@@ -72,8 +72,8 @@ def main(model_dir: str, out_dir: str, overrides: list[str]) -> None:
     run_training(resumed)
     with open(os.path.join(out_dir, f"rank-{dist.get_rank()}.json"), "w") as f:
         json.dump({"whole": sampled_rows(whole, row_of, when["whole"]), "stopped_at": stopped_at,
-                   "parts": sampled_rows(first, row_of, when["first"]) + sampled_rows(resumed, row_of,
-                                                                                      when["resumed"]),
+                   "parts": [call for call in sampled_rows(first, row_of, when["first"]) if call[1] < stopped_at]
+                   + sampled_rows(resumed, row_of, when["resumed"]),  # the step stopped part-way is redone
                    "sampler": resumed.sampler.state_dict() if dist.is_rank0() else None,
                    "whole_sampler": whole.sampler.state_dict() if dist.is_rank0() else None}, f)
 

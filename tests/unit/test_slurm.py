@@ -77,10 +77,12 @@ def test_eval_deals_the_benchmarks_over_every_model_copy(tp, expected):
         copies = 8 // tp
         assert launches == [
             Launch({"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_DEBUG": "WARN",
-                    "OMP_NUM_THREADS": str(64 // copies), "CUDA_VISIBLE_DEVICES": gpus},
+                    "OMP_NUM_THREADS": str(64 // copies), "CUDA_VISIBLE_DEVICES": gpus,
+                    "VLLM_PORT": str(25000 + (int(ALLOCATION["SLURM_JOB_ID"]) % 9 * 8 + slot) * 100),
+                    "VLLM_WORKER_MULTIPROC_METHOD": "spawn"},
                    [PYTHON, os.path.join(REPO, "eval", "run.py"), *args, f"benchmarks=[{share}]",
                     f"grading.num_workers={64 // copies}"])
-            for gpus, share in expected[node_rank]]
+            for slot, (gpus, share) in enumerate(expected[node_rank])]
 
 
 def test_eval_refuses_a_model_copy_larger_than_a_node():
@@ -294,3 +296,17 @@ def test_a_node_execs_one_launch_and_waits_for_several():
     result = subprocess.run([PYTHON, "-c", code, repr(several)], cwd=REPO, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 3, result.stderr
+
+
+def test_the_eval_slots_of_a_node_get_disjoint_vllm_port_ranges_clear_of_the_rendezvous():
+    from gainrl.slurm import BASE_PORT, NUM_PORTS, VLLM_PORTS_PER_SLOT, vllm_port
+    rendezvous = range(BASE_PORT, BASE_PORT + NUM_PORTS)
+    for job in ("1", "7", "123456"):
+        ranges = [range(vllm_port({}, job, slot), vllm_port({}, job, slot) + VLLM_PORTS_PER_SLOT) for slot in range(8)]
+        ports = [p for r in ranges for p in r]
+        assert len(set(ports)) == len(ports) and not set(ports) & set(rendezvous) and max(ports) < 32768
+    assert [vllm_port({"VLLM_PORT": "40000"}, "1", slot) for slot in (0, 1, 2)] == [40000, 40100, 40200]
+    launches = node_launches({**ALLOCATION, "SLURM_NODEID": "0", "VLLM_WORKER_MULTIPROC_METHOD": "fork"}, "eval",
+                             [*EVAL_ARGS, "generation.tensor_parallel_size=2"])
+    assert {launch.env["VLLM_WORKER_MULTIPROC_METHOD"] for launch in launches} == {"fork"}  # the user's choice kept
+    assert len({launch.env["VLLM_PORT"] for launch in launches}) == len(launches) == 3
