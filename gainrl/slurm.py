@@ -150,8 +150,11 @@ def vllm_port(env: Mapping[str, str], job_id: str, slot: int) -> int:
     """The base of eval slot `slot`'s VLLM_PORT range on its node: disjoint per slot, offset by the job."""
     if env.get("VLLM_PORT"):  # the user's base: slots above it
         return _integer(env, "VLLM_PORT", env["VLLM_PORT"]) + slot * VLLM_PORTS_PER_SLOT
+    if slot >= VLLM_SLOTS:  # the derived ranges hold 8 slots a node: more would share ports
+        raise ValueError(f"eval slot {slot}: more than {VLLM_SLOTS} model copies on a node; set VLLM_PORT (each slot "
+                         f"then takes {VLLM_PORTS_PER_SLOT} ports above it) or raise generation.tensor_parallel_size")
     job = _integer(env, "SLURM_JOB_ID", job_id) % VLLM_JOB_OFFSETS
-    return VLLM_BASE_PORT + (job * VLLM_SLOTS + slot % VLLM_SLOTS) * VLLM_PORTS_PER_SLOT
+    return VLLM_BASE_PORT + (job * VLLM_SLOTS + slot) * VLLM_PORTS_PER_SLOT
 
 
 def load_eval_config(args: list[str]):

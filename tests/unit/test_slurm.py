@@ -306,6 +306,8 @@ def test_the_eval_slots_of_a_node_get_disjoint_vllm_port_ranges_clear_of_the_ren
         ports = [p for r in ranges for p in r]
         assert len(set(ports)) == len(ports) and not set(ports) & set(rendezvous) and max(ports) < 32768
     assert [vllm_port({"VLLM_PORT": "40000"}, "1", slot) for slot in (0, 1, 2)] == [40000, 40100, 40200]
+    with pytest.raises(ValueError, match="eval slot 8: more than 8 model copies on a node; set VLLM_PORT"):
+        vllm_port({}, "1", 8)  # a 16-GPU node at tensor parallel 1 would otherwise reuse slot 0's ports
     launches = node_launches({**ALLOCATION, "SLURM_NODEID": "0", "VLLM_WORKER_MULTIPROC_METHOD": "fork"}, "eval",
                              [*EVAL_ARGS, "generation.tensor_parallel_size=2"])
     assert {launch.env["VLLM_WORKER_MULTIPROC_METHOD"] for launch in launches} == {"fork"}  # the user's choice kept
