@@ -6,7 +6,9 @@ Greedy pass@1 by default; sampled avg@k and pass@k with e.g. `generation.tempera
 generation.num_samples=16 generation.pass_at=[1,8,16]`. A 7B model on GPUs:
 `generation.tensor_parallel_size=2`. Writes <output_dir>/<name>/<benchmark>/samples.jsonl (one
 record per completion), summary.json per benchmark, and <output_dir>/<name>/summary.{md,json};
-a re-run skips what is already graded. Compare checkpoints with eval/compare.py.
+a re-run skips what is already graded. Several processes (e.g. one per GPU) share the problems
+with `num_shards=N shard_index=I` each; the last to finish merges. Compare checkpoints with
+eval/compare.py.
 """
 import dataclasses
 import json
@@ -22,8 +24,8 @@ from gainrl.evaluation.config import EvalRunConfig, validate_eval  # noqa: E402
 from gainrl.evaluation.evaluate import evaluate_benchmark  # noqa: E402
 from gainrl.evaluation.generate import EvalGenerator  # noqa: E402
 from gainrl.evaluation.grading import Graders  # noqa: E402
-from gainrl.evaluation.report import checkpoint_table, previous_summaries, write_checkpoint_summary  # noqa: E402
-from gainrl.evaluation.results import open_run  # noqa: E402
+from gainrl.evaluation.report import checkpoint_table, update_checkpoint_summary  # noqa: E402
+from gainrl.evaluation.results import Shard, open_run  # noqa: E402
 from gainrl.models import checkpoint_fingerprint  # noqa: E402
 from gainrl.prompts import PromptBuilder  # noqa: E402
 
@@ -84,6 +86,7 @@ def main(argv: list[str]) -> None:
     out_dir = os.path.join(cfg.output_dir, name)
     # Everything that can be wrong with the input fails here, before the engine is built
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    shard = Shard(cfg.shard_index, cfg.num_shards)
     jobs = []
     for benchmark_name in cfg.benchmarks:
         benchmark = resolve_benchmark(benchmark_name, cfg.math_files)
@@ -91,25 +94,32 @@ def main(argv: list[str]) -> None:
         problems = load_problems(benchmark, source, cfg.limit)
         prompts = PromptBuilder(tokenizer, cfg.prompts.get(benchmark_name) or cfg.prompts[benchmark.kind])
         key = run_key(cfg, benchmark, source, prompts)
-        open_run(os.path.join(out_dir, benchmark_name), key, cfg.generation.num_samples)  # refuses another run
+        open_run(os.path.join(out_dir, benchmark_name), key, cfg.generation.num_samples, shard)  # refuses another run
         jobs.append((benchmark, problems, prompts, key))
 
     generator = EvalGenerator(cfg.model.path, cfg.model.dtype, cfg.generation)
     graders = Graders(cfg.grading)
-    summaries = previous_summaries(out_dir)  # benchmarks evaluated earlier stay in the table
+    finished, pending = {}, []
     try:
         for benchmark, problems, prompts, key in jobs:
             summary = evaluate_benchmark(benchmark, problems, prompts, generator, graders.grade,
-                                         os.path.join(out_dir, benchmark.name), key, cfg.generation)
+                                         os.path.join(out_dir, benchmark.name), key, cfg.generation, shard)
+            if summary is None:  # other shards still run: the last to finish merges
+                pending.append(benchmark.name)
+                continue
             metrics.log(f"{benchmark.name}: accuracy {100 * summary['accuracy']:.1f}% over {summary['num_problems']} "
                         f"problems x {summary['num_samples']} samples")
-            summaries[benchmark.name] = summary
-            write_checkpoint_summary(out_dir, name, list(summaries.values()))  # survives a later failure
+            finished[benchmark.name] = summary
+            summaries = update_checkpoint_summary(out_dir, name, finished)  # survives a later failure
     finally:
         graders.close()
         generator.close()
-    print(checkpoint_table(name, list(summaries.values())))
-    metrics.log(f"wrote {out_dir}/summary.md, summary.json and per-benchmark samples.jsonl")
+    if pending:
+        metrics.log(f"{shard} done; {', '.join(pending)} wait for other shards (the last to finish merges them, "
+                    f"as does `python -m gainrl.slurm summarize eval -- ARGS`)")
+    if finished:
+        print(checkpoint_table(name, summaries))
+        metrics.log(f"wrote {out_dir}/summary.md, summary.json and per-benchmark samples.jsonl")
 
 
 if __name__ == "__main__":  # vLLM may spawn helper processes: the guard is required

@@ -18,7 +18,6 @@ dry run is exactly what the nodes would run, and tests check it without slurm.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shlex
 import signal
@@ -166,14 +165,14 @@ def load_eval_config(args: list[str]):
     return load_config(run.translate_flags(args), EvalRunConfig, validate_eval)
 
 
-def eval_launches(env: Mapping[str, str], alloc: Allocation, args: list[str], benchmarks: list[str],
-                  tensor_parallel_size: int, grading_workers: int) -> list[Launch]:
+def eval_launches(env: Mapping[str, str], alloc: Allocation, args: list[str], tensor_parallel_size: int,
+                  grading_workers: int) -> list[Launch]:
     """This node's share of a multi-node evaluation. Each node holds gpus // tensor_parallel_size model
-    copies ("slots", each pinned to its GPUs by CUDA_VISIBLE_DEVICES); benchmark k goes to slot
-    k mod (all slots of the job), node-major. Every slot runs eval/run.py with the same output_dir and
-    name, so the results land in one run folder: each benchmark's folder is written by one process
-    only. The run-level summary.{md,json} is rewritten by every process; `summarize` rebuilds it
-    from the per-benchmark summaries once all nodes are done. `grading_workers` (the config's
+    copies ("slots", each pinned to its GPUs by CUDA_VISIBLE_DEVICES); every slot runs eval/run.py on
+    every benchmark as shard k of all the job's slots (node-major), so it takes problems k, k + slots,
+    ... of each and no slot idles while another finishes a long benchmark. All write into one run
+    folder; the last shard of a benchmark to finish merges its records, and `summarize` rebuilds the
+    run's summary.{md,json} once all nodes are done. `grading_workers` (the config's
     grading.num_workers, 0 = one per core) is set to the slot's share of the node's CPUs when it is 0."""
     if tensor_parallel_size > alloc.gpus_per_node:
         raise ValueError(f"config key 'generation.tensor_parallel_size' ({tensor_parallel_size}) exceeds the "
@@ -184,10 +183,8 @@ def eval_launches(env: Mapping[str, str], alloc: Allocation, args: list[str], be
         else [str(i) for i in range(alloc.gpus_per_node)]
     launches = []
     for local in range(slots_per_node):
-        share = benchmarks[alloc.node_rank * slots_per_node + local::num_slots]
-        if not share:
-            continue
-        extra = [f"benchmarks=[{','.join(share)}]"]
+        extra = [f"num_shards={num_slots}", f"shard_index={alloc.node_rank * slots_per_node + local}"] \
+            if num_slots > 1 else []
         if grading_workers == 0 and alloc.cpus_per_node:
             extra.append(f"grading.num_workers={max(1, alloc.cpus_per_node // slots_per_node)}")
         launch_env = node_env(env, alloc, slots_per_node)
@@ -210,8 +207,10 @@ def node_launches(env: Mapping[str, str], job: str, args: list[str], node_rank: 
     if job != "eval":
         return [torchrun_launch(env, alloc, PROGRAMS[job], args)]
     cfg = eval_config or load_eval_config(args)
-    return eval_launches(env, alloc, args, list(cfg.benchmarks), cfg.generation.tensor_parallel_size,
-                         cfg.grading.num_workers)
+    if cfg.num_shards != 1:
+        raise ValueError("config keys 'num_shards' and 'shard_index' are set by gainrl.slurm for each model copy of "
+                         "the job: leave them out")
+    return eval_launches(env, alloc, args, cfg.generation.tensor_parallel_size, cfg.grading.num_workers)
 
 
 def plan(env: Mapping[str, str], job: str, args: list[str]) -> str:
@@ -231,9 +230,6 @@ def run_launches(launches: list[Launch]) -> int:
     side by side, forward SIGTERM/SIGINT to them and return the first failure's exit code."""
     if len(launches) == 1:
         os.execvpe(launches[0].argv[0], launches[0].argv, {**os.environ, **launches[0].env})
-    if not launches:
-        print("gainrl.slurm: no work for this node (fewer benchmarks than model copies)", flush=True)
-        return 0
     processes = [subprocess.Popen(launch.argv, env={**os.environ, **launch.env}) for launch in launches]
 
     def forward(signum, _frame):  # scancel and the time limit signal this task: pass it on
@@ -246,24 +242,30 @@ def run_launches(launches: list[Launch]) -> int:
 
 
 def summarize_eval(args: list[str]) -> str:
-    """Rebuild <output_dir>/<name>/summary.{md,json} from the per-benchmark summaries (written by
-    whichever process evaluated each benchmark); benchmarks evaluated by earlier runs are kept."""
-    from .evaluation.report import previous_summaries, write_checkpoint_summary  # as above
+    """Merge each benchmark's shards (if the last of them did not) and rebuild <output_dir>/<name>/
+    summary.{md,json} from the benchmarks' summaries; benchmarks evaluated by earlier runs are kept."""
+    from .evaluation.benchmarks import load_problems, resolve_benchmark  # as above
+    from .evaluation.evaluate import finish_benchmark
+    from .evaluation.report import update_checkpoint_summary
     cfg = load_eval_config(args)
     name = cfg.name or os.path.basename(os.path.normpath(cfg.model.path))
     folder = os.path.join(cfg.output_dir, name)
-    summaries = previous_summaries(folder)
-    missing = []
-    for benchmark in cfg.benchmarks:
-        path = os.path.join(folder, benchmark, "summary.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                summaries[benchmark] = json.load(f)
+    finished, missing = {}, []
+    for benchmark_name in cfg.benchmarks:
+        benchmark = resolve_benchmark(benchmark_name, cfg.math_files)
+        problems = load_problems(benchmark, cfg.paths.get(benchmark_name) or benchmark.default_source(), cfg.limit)
+        summary = None
+        if os.path.isfile(os.path.join(folder, benchmark_name, "run.json")):
+            summary = finish_benchmark(benchmark, [p.id for p in problems], os.path.join(folder, benchmark_name),
+                                       cfg.generation)
+        if summary is None:
+            missing.append(benchmark_name)
         else:
-            missing.append(benchmark)
-    write_checkpoint_summary(folder, name, list(summaries.values()))
+            finished[benchmark_name] = summary
+    update_checkpoint_summary(folder, name, finished)
     if missing:
-        raise ValueError(f"{folder}: no results for {', '.join(missing)} (see the job log)")
+        raise ValueError(f"{folder}: {', '.join(missing)} not fully graded (see the job log; submitting again "
+                         "resumes)")
     return os.path.join(folder, "summary.md")
 
 

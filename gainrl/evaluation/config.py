@@ -52,6 +52,10 @@ class EvalRunConfig:
     limit: Optional[int] = None  # evaluate the first N problems of each benchmark; None = all
     name: Optional[str] = None  # the checkpoint's label in outputs; None = the model folder's name
     output_dir: str = "runs/eval"  # results go to <output_dir>/<name>/<benchmark>/
+    # this process evaluates problems shard_index, shard_index + num_shards, ... of every benchmark;
+    # the last shard to finish merges them (gainrl.slurm sets both for each model copy of a job)
+    num_shards: int = 1
+    shard_index: int = 0
     paths: dict[str, str] = field(default_factory=dict)  # benchmark -> its file or dataset name, overriding the default
     math_files: dict[str, str] = field(default_factory=dict)  # more math benchmarks: name -> file of {id, problem, answer}
     # by kind (math, code) or benchmark; a benchmark's entry is a whole PromptConfig whose unset fields take
@@ -78,6 +82,9 @@ def validate_eval(cfg: EvalRunConfig) -> None:
         require((prompt.one_shot_question is None) == (prompt.one_shot_answer is None), f"prompts.{key}.one_shot_answer",
                 "one_shot_question and one_shot_answer are set together or not at all")
     require(cfg.limit is None or cfg.limit > 0, "limit", "must be positive or null")
+    require(cfg.num_shards >= 1, "num_shards", f"must be >= 1, got {cfg.num_shards}")
+    require(0 <= cfg.shard_index < cfg.num_shards, "shard_index",
+            f"must be in [0, num_shards={cfg.num_shards}), got {cfg.shard_index}")
     require(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
             f"must be auto, float32, bfloat16 or float16, got {cfg.model.dtype!r}")
     g = cfg.generation

@@ -39,6 +39,16 @@ def write_checkpoint_summary(folder: str, name: str, summaries: list[dict]) -> N
     write_atomic(os.path.join(folder, "summary.md"), checkpoint_table(name, summaries))
 
 
+def update_checkpoint_summary(folder: str, name: str, finished: dict[str, dict]) -> list[dict]:
+    """Rewrite `folder`'s summary.{json,md} with the benchmarks `finished` (by name) replacing or
+    joining those it holds; returns the summaries written. Read just before the write, so that
+    several processes finishing benchmarks of one run lose little of each other's (gainrl.slurm's
+    `summarize` rebuilds it from the benchmarks' own summaries once all are done)."""
+    summaries = {**previous_summaries(folder), **finished}
+    write_checkpoint_summary(folder, name, list(summaries.values()))
+    return list(summaries.values())
+
+
 def previous_summaries(folder: str) -> dict[str, dict]:
     """The per-benchmark summaries of `folder`'s summary.json, by benchmark; empty if there is none."""
     path = os.path.join(folder, "summary.json")

@@ -5,37 +5,98 @@ settings), `samples.jsonl` (one record per completion: problem id, sample index,
 completion, extracted answer, verdict) and `summary.json`. A re-run with the same run.json
 skips the problems already graded; a re-run with different settings is refused, so that
 records of two different runs are never mixed.
+
+Several processes may share one benchmark (a multi-GPU evaluation): shard s of n takes problems
+s, s + n, s + 2n, ... and appends to `shards/<s>-of-<n>.jsonl`. A problem counts as graded
+wherever its records are (a re-run with another number of shards redoes nothing), and once every
+problem is graded the records are merged, in problem order, into samples.jsonl.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import socket
 from collections import Counter, defaultdict
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence, TypeVar
 
 from ..jsonl import read_jsonl
 from .passk import mean_accuracy, mean_pass_at_k
 
+T = TypeVar("T")
 
-def open_run(folder: str, run_key: dict, num_samples: int) -> dict[str, list[dict]]:
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of every benchmark: problems index, index + count, ... (0 of 1: all)."""
+    index: int = 0
+    count: int = 1
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        return list(items[self.index::self.count])
+
+    def records_path(self, folder: str) -> str:
+        if self.count == 1:
+            return os.path.join(folder, "samples.jsonl")
+        return os.path.join(folder, "shards", f"{self.index}-of-{self.count}.jsonl")
+
+    def __str__(self) -> str:
+        return f"shard {self.index + 1} of {self.count}"
+
+
+def record_files(folder: str) -> list[str]:
+    """Every file of `folder` that may hold records: samples.jsonl, then the shards' files."""
+    return [os.path.join(folder, "samples.jsonl"), *sorted(glob.glob(os.path.join(folder, "shards", "*.jsonl")))]
+
+
+def open_run(folder: str, run_key: dict, num_samples: int, shard: Shard = Shard()) -> dict[str, list[dict]]:
     """Create `folder` for the run described by `run_key`, or reopen it: the records of the problems
-    graded so far (all `num_samples` samples), by problem id. A folder with records of a run with
-    another key is refused (ValueError). What a killed run left half-written (a cut last line, a
-    problem with only some of its samples) is dropped from samples.jsonl, so that problem is redone."""
+    graded so far (all `num_samples` samples) in any of its record files, by problem id. A folder
+    with records of a run with another key is refused (ValueError). What a killed run left
+    half-written in this shard's file (a cut last line, a problem with only some of its samples)
+    is dropped from it, so that problem is redone."""
     os.makedirs(folder, exist_ok=True)
-    key_path, samples_path = os.path.join(folder, "run.json"), os.path.join(folder, "samples.jsonl")
-    done = complete_problems(read_records(samples_path), num_samples)
+    key_path, own_path = os.path.join(folder, "run.json"), shard.records_path(folder)
+    done = graded_records(folder, num_samples, skip=own_path)
+    own = complete_problems(read_records(own_path), num_samples)
     if os.path.exists(key_path):
         with open(key_path, encoding="utf-8") as f:
             previous = json.load(f)
-        if previous != run_key and done:
+        if previous != run_key and (done or own):
             changed = sorted(k for k in set(previous) | set(run_key) if previous.get(k) != run_key.get(k))
             raise ValueError(f"{folder} holds results of a different run (it differs in: {', '.join(changed)}); "
                              "use another output_dir or name, or delete the folder")
     write_atomic(key_path, json.dumps(run_key, indent=1, sort_keys=True))
-    write_atomic(samples_path, "".join(_line(r) for records in done.values() for r in records))
+    os.makedirs(os.path.dirname(own_path), exist_ok=True)
+    write_atomic(own_path, "".join(_line(r) for records in own.values() for r in records))
+    return {**done, **own}
+
+
+def graded_records(folder: str, num_samples: int, skip: Optional[str] = None) -> dict[str, list[dict]]:
+    """The complete problems' records over all of `folder`'s record files (but `skip`), first file first."""
+    done: dict[str, list[dict]] = {}
+    for path in record_files(folder):
+        if path != skip:
+            for problem_id, records in complete_problems(read_records(path), num_samples).items():
+                done.setdefault(problem_id, records)
     return done
+
+
+def merge_records(folder: str, problem_ids: list[str], num_samples: int) -> Optional[dict[str, list[dict]]]:
+    """Once every problem of `problem_ids` is graded (in any record file): their records, in that
+    order, with samples.jsonl rewritten to hold every graded problem in that order (then those of
+    earlier runs); None while some are not. Several processes may call it at once: each writes the
+    same file atomically."""
+    done = graded_records(folder, num_samples)
+    if any(problem_id not in done for problem_id in problem_ids):
+        return None
+    ordered = {problem_id: done[problem_id] for problem_id in problem_ids}
+    if len(record_files(folder)) > 1:  # shards to merge
+        rest = [records for problem_id, records in done.items() if problem_id not in ordered]
+        write_atomic(os.path.join(folder, "samples.jsonl"),
+                     "".join(_line(r) for records in [*ordered.values(), *rest] for r in records))
+    return ordered
 
 
 def complete_problems(by_problem: dict[str, list[dict]], num_samples: int) -> dict[str, list[dict]]:

@@ -9,7 +9,9 @@ from gainrl.config import load_config
 from gainrl.evaluation.benchmarks import BENCHMARKS, load_problems, resolve_benchmark
 from gainrl.evaluation.config import EvalRunConfig, validate_eval
 from gainrl.evaluation.report import checkpoint_table, comparison_table, plot_comparison
-from gainrl.evaluation.results import append_records, open_run, read_records, summarize
+from gainrl.evaluation.evaluate import evaluate_benchmark
+from gainrl.evaluation.generate import Sample
+from gainrl.evaluation.results import Shard, append_records, open_run, read_records, summarize
 from tests.helpers import REPO
 
 sys.path.insert(0, os.path.join(REPO, "eval"))
@@ -36,6 +38,8 @@ def test_the_issue_command_line_maps_onto_the_config():
     (["--model", "m", "--benchmarks", "gsm8k", "prompts.gsm8k.question_template=no placeholder"],
      "prompts.gsm8k.question_template"),
     (["--model", "m", "--benchmarks", "gsm8k", "generation.temprature=1"], "generation.temprature"),
+    (["--model", "m", "--benchmarks", "gsm8k", "num_shards=4", "shard_index=4"], "shard_index"),
+    (["--model", "m", "--benchmarks", "gsm8k", "num_shards=0"], "num_shards"),
 ])
 def test_bad_settings_are_errors_naming_the_key(argv, key):
     with pytest.raises(ValueError, match=f"'{key}'"):
@@ -122,6 +126,55 @@ def test_a_corrupt_line_before_the_last_is_an_error_naming_it(tmp_path):
     path.write_text('{"id": "p0", "sam\n' + json.dumps(record("p1", 0, True)) + "\n")
     with pytest.raises(ValueError, match="line 1"):
         read_records(str(path))
+
+
+class PromptDeterminedGenerator:
+    """vLLM's place: each prompt's samples follow from its tokens alone (as greedy decoding's do)."""
+
+    def __init__(self, num_samples):
+        self.num_samples, self.prompts = num_samples, []
+
+    def generate(self, prompt_token_ids):
+        self.prompts += prompt_token_ids
+        return [[Sample(f"answer {(sum(ids) + 3 * i) % 7}", len(ids) % 9 + i, "stop" if i else "length")
+                 for i in range(self.num_samples)] for ids in prompt_token_ids]
+
+
+def grade_last_digit(benchmark, problems, completions):
+    return [(c.endswith(("1", "4")), c[-1], f"digit_{c[-1]}") for c in completions]
+
+
+def test_shards_of_a_benchmark_merge_into_what_one_process_writes(tmp_path, tiny_tokenizer):
+    from gainrl.evaluation.config import GenerationConfig
+    from gainrl.prompts import PromptBuilder
+    benchmark = resolve_benchmark("math500")
+    problems = load_problems(benchmark, limit=11)
+    prompts = PromptBuilder(tiny_tokenizer, EvalRunConfig().prompts["math"])
+    gen = GenerationConfig(num_samples=2, temperature=0.6, pass_at=[1, 2], problems_per_chunk=2)
+    key = {"model": "m", "benchmark": "math500"}
+
+    def evaluate(folder, shard):
+        generator = PromptDeterminedGenerator(gen.num_samples)
+        summary = evaluate_benchmark(benchmark, problems, prompts, generator, grade_last_digit, str(folder), key, gen,
+                                     shard)
+        return summary, len(generator.prompts)
+
+    whole, asked = evaluate(tmp_path / "one", Shard())
+    assert asked == 11 and whole["num_problems"] == 11 and 0 < whole["accuracy"] < 1
+    merged = [evaluate(tmp_path / "three", Shard(index, 3)) for index in (2, 0, 1)]
+    assert [asked for _, asked in merged] == [3, 4, 4]  # problems 2, 5, 8 / 0, 3, 6, 9 / 1, 4, 7, 10
+    assert [summary for summary, _ in merged] == [None, None, whole]  # the last shard to finish merges
+    assert read_jsonl_lines(tmp_path / "three" / "samples.jsonl") == read_jsonl_lines(tmp_path / "one" / "samples.jsonl")
+    assert json.loads((tmp_path / "three" / "summary.json").read_text()) == whole
+    assert sorted(os.listdir(tmp_path / "three" / "shards")) == ["0-of-3.jsonl", "1-of-3.jsonl", "2-of-3.jsonl"]
+    assert evaluate(tmp_path / "three", Shard(1, 2)) == (whole, 0)  # another split: graded problems are not redone
+    with pytest.raises(ValueError, match="differs in: model"):
+        evaluate_benchmark(benchmark, problems, prompts, PromptDeterminedGenerator(2), grade_last_digit,
+                           str(tmp_path / "three"), {**key, "model": "other"}, gen, Shard(0, 2))
+
+
+def read_jsonl_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_summary_metrics_by_hand():

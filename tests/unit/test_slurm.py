@@ -65,12 +65,12 @@ EVAL_ARGS = ["--model", "/models/my model", "--benchmarks", "math500,aime24,huma
 
 
 @pytest.mark.parametrize("tp, expected", [
-    # 2 model copies of 4 GPUs per node: 4 copies for 3 benchmarks, node-major
-    (4, {0: [("0,1,2,3", "math500"), ("4,5,6,7", "aime24")], 1: [("0,1,2,3", "humaneval")]}),
-    # one copy of 8 GPUs per node: benchmarks dealt out over the 2 nodes
-    (8, {0: [("0,1,2,3,4,5,6,7", "math500,humaneval")], 1: [("0,1,2,3,4,5,6,7", "aime24")]}),
+    # 2 model copies of 4 GPUs per node: 4 shards, node-major
+    (4, {0: [("0,1,2,3", 0), ("4,5,6,7", 1)], 1: [("0,1,2,3", 2), ("4,5,6,7", 3)]}),
+    # one copy of 8 GPUs per node: 2 shards
+    (8, {0: [("0,1,2,3,4,5,6,7", 0)], 1: [("0,1,2,3,4,5,6,7", 1)]}),
 ])
-def test_eval_deals_the_benchmarks_over_every_model_copy(tp, expected):
+def test_eval_deals_every_benchmarks_problems_over_every_model_copy(tp, expected):
     args = [*EVAL_ARGS, f"generation.tensor_parallel_size={tp}"]
     for node_rank in (0, 1):
         launches = node_launches({**ALLOCATION, "SLURM_NODEID": str(node_rank)}, "eval", args)
@@ -80,9 +80,11 @@ def test_eval_deals_the_benchmarks_over_every_model_copy(tp, expected):
                     "OMP_NUM_THREADS": str(64 // copies), "CUDA_VISIBLE_DEVICES": gpus,
                     "VLLM_PORT": str(25000 + (int(ALLOCATION["SLURM_JOB_ID"]) % 9 * 8 + slot) * 100),
                     "VLLM_WORKER_MULTIPROC_METHOD": "spawn"},
-                   [PYTHON, os.path.join(REPO, "eval", "run.py"), *args, f"benchmarks=[{share}]",
-                    f"grading.num_workers={64 // copies}"])
-            for slot, (gpus, share) in enumerate(expected[node_rank])]
+                   [PYTHON, os.path.join(REPO, "eval", "run.py"), *args, f"num_shards={2 * copies}",
+                    f"shard_index={shard}", f"grading.num_workers={64 // copies}"])
+            for slot, (gpus, shard) in enumerate(expected[node_rank])]
+    with pytest.raises(ValueError, match="'num_shards' and 'shard_index' are set by gainrl.slurm"):
+        node_launches({**ALLOCATION, "SLURM_NODEID": "0"}, "eval", [*args, "num_shards=4", "shard_index=1"])
 
 
 def test_eval_refuses_a_model_copy_larger_than_a_node():
@@ -91,21 +93,32 @@ def test_eval_refuses_a_model_copy_larger_than_a_node():
                       [*EVAL_ARGS, "generation.tensor_parallel_size=16"])
 
 
-def test_summarize_rebuilds_the_run_summary_from_every_benchmark(tmp_path):
+def test_summarize_merges_the_shards_and_rebuilds_the_run_summary(tmp_path):
+    from gainrl.evaluation.benchmarks import load_problems, resolve_benchmark
+    from gainrl.evaluation.results import Shard, append_records, open_run
     folder = tmp_path / "ckpt"
-    for benchmark, accuracy in (("math500", 0.5), ("aime24", 0.25)):
-        (folder / benchmark).mkdir(parents=True)
-        summary = {"benchmark": benchmark, "kind": "math", "num_problems": 4, "num_samples": 1, "accuracy": accuracy,
-                   "pass@1": accuracy, "truncated_fraction": 0.0, "mean_completion_tokens": 10.0}
-        (folder / benchmark / "summary.json").write_text(json.dumps(summary))
-    # what the last of two concurrent processes left: only its own benchmark
-    (folder / "summary.json").write_text(json.dumps({"name": "ckpt", "benchmarks": [summary]}))
-    args = ["--model", "/models/ckpt", "--benchmarks", "math500,aime24", f"output_dir={tmp_path}"]
+    ids = {name: [p.id for p in load_problems(resolve_benchmark(name), limit=4)] for name in ("math500", "aime24", "humaneval")}
+
+    def grade(benchmark, shard, correct):  # what eval/run.py's shard `shard` appends for these problems
+        path = folder / benchmark
+        open_run(str(path), {"model": "m"}, 1, shard)
+        append_records(shard.records_path(str(path)), [
+            {"id": i, "sample": 0, "correct": correct(i), "finish_reason": "stop", "num_tokens": 10, "reason": "r"}
+            for i in shard.share(ids[benchmark])])
+    for index in range(3):  # math500 over 3 shards: 2 of its 4 problems right
+        grade("math500", Shard(index, 3), lambda i: i in ids["math500"][:2])
+    grade("aime24", Shard(), lambda i: i == ids["aime24"][0])  # aime24 by one process: 1 of 4
+    grade("humaneval", Shard(0, 2), lambda i: True)  # humaneval: shard 1 of 2 never ran
+    # what the last of several concurrent processes left: only its own benchmark
+    (folder / "summary.json").write_text(json.dumps({"name": "ckpt", "benchmarks": []}))
+    args = ["--model", "/models/ckpt", "--benchmarks", "math500,aime24", f"output_dir={tmp_path}", "--limit", "4"]
     assert slurm.summarize_eval(args) == str(folder / "summary.md")
     table = (folder / "summary.md").read_text()
     assert "| math500 | 4 | 1 | 50.0 |" in table and "| aime24 | 4 | 1 | 25.0 |" in table
-    with pytest.raises(ValueError, match="no results for humaneval"):
-        slurm.summarize_eval([*args[:3], "math500,aime24,humaneval", args[4]])
+    merged = [json.loads(line)["id"] for line in (folder / "math500" / "samples.jsonl").read_text().splitlines()]
+    assert merged == ids["math500"]  # in problem order
+    with pytest.raises(ValueError, match="humaneval not fully graded"):
+        slurm.summarize_eval([*args[:3], "math500,aime24,humaneval", *args[4:]])
 
 
 def run_batch_script(name, args, env, **kwargs):
@@ -131,8 +144,8 @@ def test_dry_runs_print_every_node_command_and_run_nothing():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "# node 0 of 2: gpu-07 (1 process)" and lines[2] == "# node 1 of 2: gpu-08 (1 process)"
-    assert lines[1].endswith("'benchmarks=[math500,humaneval]' grading.num_workers=64")
-    assert lines[3].endswith("'benchmarks=[aime24]' grading.num_workers=64")
+    assert lines[1].endswith("num_shards=2 shard_index=0 grading.num_workers=64")
+    assert lines[3].endswith("num_shards=2 shard_index=1 grading.num_workers=64")
 
 
 def test_dry_run_errors_name_the_missing_variable():
@@ -311,4 +324,4 @@ def test_the_eval_slots_of_a_node_get_disjoint_vllm_port_ranges_clear_of_the_ren
     launches = node_launches({**ALLOCATION, "SLURM_NODEID": "0", "VLLM_WORKER_MULTIPROC_METHOD": "fork"}, "eval",
                              [*EVAL_ARGS, "generation.tensor_parallel_size=2"])
     assert {launch.env["VLLM_WORKER_MULTIPROC_METHOD"] for launch in launches} == {"fork"}  # the user's choice kept
-    assert len({launch.env["VLLM_PORT"] for launch in launches}) == len(launches) == 3
+    assert len({launch.env["VLLM_PORT"] for launch in launches}) == len(launches) == 4
