@@ -52,11 +52,12 @@ def tiny_shape() -> ModelShape:
 
 
 def learner_check(folder: str, shape: ModelShape, sizes: dict, device: torch.device) -> tuple[str, object]:
-    """One GRPO update (old log-probs forward, update with gradient checkpointing) of the ZeRO-3 policy."""
+    """One GRPO update (with gradient checkpointing, the old log-probs from its own forward, as one update
+    per batch takes them) of the ZeRO-3 policy."""
     from gainrl.algo import micro_batches, pack_sequences
     from gainrl.config import TrainRunConfig, load_config
     from gainrl.engine import build_policy
-    from gainrl.trainer import old_logprobs, update_policy
+    from gainrl.trainer import update_policy
 
     dtype = "bfloat16" if device.type == "cuda" else "float32"
     cfg = load_config([f"model.path={folder}", f"model.dtype={dtype}", "data.path=unused.jsonl",
@@ -71,6 +72,7 @@ def learner_check(folder: str, shape: ModelShape, sizes: dict, device: torch.dev
                  for _ in range(sizes["sequences"])]
     seqs = pack_sequences(prompts, responses, pad_id=0)
     batches = micro_batches(len(prompts), cfg.train.micro_batch_size)
+    parts = [seqs.select(rows) for rows in batches]
     advantages = torch.linspace(-1, 1, len(prompts))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -78,8 +80,7 @@ def learner_check(folder: str, shape: ModelShape, sizes: dict, device: torch.dev
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    old_logp, _, _ = old_logprobs(policy, None, seqs, batches, temperature=1.0)
-    sums = update_policy(policy, cfg.grpo, 1.0, seqs, batches, advantages, old_logp, None)
+    sums, _ = update_policy(policy, cfg.grpo, 1.0, parts, [advantages[rows] for rows in batches], None, None)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -185,7 +185,13 @@ class TrainConfig:
     epochs: int = 10  # sampler epochs; each draws prompts_per_epoch prompts
     prompts_per_step: int = 256  # prompts per optimizer step; divides sampler.prompts_per_epoch
     micro_batch_size: int = 4  # sequences per forward/backward on one rank
+    # or: rows sorted by length and cut to this many padded tokens (rows x longest row) per forward/backward,
+    # as many micro-batches on every rank (the gradient is the same; far less padding with long-tailed answers)
+    max_tokens_per_micro_batch: Optional[int] = None
     gradient_checkpointing: bool = False  # recompute activations in backward (long responses, big models)
+    # ZeRO-3: the smallest parameters, up to this much, stay whole on every GPU (never gathered); the rest are
+    # partitioned. A small model: all of it; a 7B one: norms, biases and attention matrices
+    zero3_persist_gib: float = 2.0
     ds_config: str = "ds_configs/zero3.json"  # DeepSpeed JSON for the policy (and the reference model)
     score_file: Optional[str] = None  # ranking to walk; None = score the dataset first (scorer section)
     output_dir: str = "runs/train"  # metrics.jsonl, plots and checkpoints go here
@@ -381,6 +387,9 @@ def validate_training(cfg: TrainRunConfig) -> None:
     require(s.prompts_per_epoch % t.prompts_per_step == 0, "train.prompts_per_step",
             f"must divide sampler.prompts_per_epoch ({s.prompts_per_epoch})")
     require(t.micro_batch_size > 0, "train.micro_batch_size", "must be positive")
+    require(t.zero3_persist_gib >= 0, "train.zero3_persist_gib", "must be >= 0")
+    require(t.max_tokens_per_micro_batch is None or t.max_tokens_per_micro_batch > 0,
+            "train.max_tokens_per_micro_batch", "must be positive or null")
     require(t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only at the end)")
     require(t.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes", "must be >= 0 (0 = off)")
     require(r.max_num_seqs is None or r.max_num_seqs > 0, "rollout.max_num_seqs", "must be positive or null")

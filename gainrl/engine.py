@@ -23,8 +23,9 @@ from torch import nn
 from . import angles, dist
 from .algo.logprobs import sequence_entropy, sequence_logprobs
 from .config import TrainRunConfig
+from . import metrics
 from .ds_config import load_ds_config
-from .models import (dtype_name, find_decoder_layers, find_mlp, load_causal_lm, load_model_config, resolve_dtype,
+from .models import (dtype_name, find_decoder_layers, find_mlp, load_causal_lm, model_zero3_sizes, resolve_dtype,
                      resolve_layer, save_hf_metadata)
 
 
@@ -105,14 +106,17 @@ class DeepSpeedModel:
         assert hidden is not None, "the angle probe's MLP was not on the forward path"
         return hidden
 
-    def backward(self, loss: torch.Tensor) -> None:
-        """Accumulate d(loss)/d(weights). DeepSpeed averages gradients over the data-parallel ranks;
-        the losses are already normalised by the step's global count, so the average is undone to
-        keep the global sum (and the step equal to the 1-process one)."""
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Accumulate d(loss)/d(weights); `last`: this micro-batch ends the accumulation (the number of
+        micro-batches varies by step, so DeepSpeed is told rather than counting to a fixed number).
+        DeepSpeed averages gradients over the data-parallel ranks; the losses are already normalised by
+        the step's global count, so the average is undone to keep the global sum (and the step equal
+        to the 1-process one)."""
+        self.engine.set_gradient_accumulation_boundary(last)
         self.engine.backward(loss * dist.get_world_size(), scale_wrt_gas=False)
 
     def step(self) -> None:
-        """DeepSpeed steps the optimizer at the last micro-batch of the accumulation only."""
+        """DeepSpeed steps the optimizer after the micro-batch that ends the accumulation only."""
         self.engine.step()
 
     def was_step_applied(self) -> bool:
@@ -154,12 +158,12 @@ def build_policy(cfg: TrainRunConfig, device: torch.device, gradient_accumulatio
     """The trainable policy as a DeepSpeed engine, with its angle probe."""
     import deepspeed
     dtype = resolve_dtype(cfg.model.dtype, device)
-    hidden_size = load_model_config(cfg.model.path).hidden_size
     optimizer = {"lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "weight_decay": cfg.optim.weight_decay,
                  # torch's AdamW unless asked: DeepSpeed's FusedAdam (and CPUAdam with offload) JIT-compile at the
                  # first step, needing nvcc and a CUDA toolkit that matches torch's
                  "torch_adam": not (cfg.optim.fused_adam and device.type == "cuda")}
-    ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=dtype_name(dtype),
+    sizes = model_zero3_sizes(cfg.model.path, dtype, cfg.train.zero3_persist_gib, "policy")
+    ds_config = load_ds_config(cfg.train.ds_config, sizes=sizes, dtype=dtype_name(dtype),
                                micro_batch_size=cfg.train.micro_batch_size,
                                gradient_accumulation_steps=gradient_accumulation_steps,
                                gradient_clipping=cfg.optim.grad_clip, optimizer=optimizer)
@@ -179,18 +183,23 @@ def build_policy(cfg: TrainRunConfig, device: torch.device, gradient_accumulatio
     return DeepSpeedModel(engine, probe)
 
 
-def build_reference(cfg: TrainRunConfig, device: torch.device) -> Optional[DeepSpeedModel]:
-    """The frozen reference policy for the KL term (partitioned like the policy), or None if kl_coef is 0."""
+def build_reference(cfg: TrainRunConfig, device: torch.device, replicate: bool) -> Optional[DeepSpeedModel]:
+    """The frozen reference policy for the KL term, or None if kl_coef is 0: a plain replica on every rank
+    when `replicate` (it fits beside the learner: no gathers in its forward), else partitioned like the
+    policy under ZeRO-3 (a ZeRO-2 policy always gets a replica: there is nothing to shard without an
+    optimizer)."""
     if cfg.grpo.kl_coef == 0:
         return None
     import deepspeed
     dtype = resolve_dtype(cfg.model.dtype, device)
-    hidden_size = load_model_config(cfg.model.path).hidden_size
-    ds_config = load_ds_config(cfg.train.ds_config, hidden_size=hidden_size, dtype=dtype_name(dtype),
+    sizes = model_zero3_sizes(cfg.model.path, dtype, cfg.train.zero3_persist_gib)
+    ds_config = load_ds_config(cfg.train.ds_config, sizes=sizes, dtype=dtype_name(dtype),
                                micro_batch_size=cfg.train.micro_batch_size, gradient_clipping=cfg.optim.grad_clip)
-    zero = ds_config.get("zero_optimization", {})
-    if zero.get("stage", 0) != 3:  # nothing to shard without an optimizer: a plain replica
+    partitioned = ds_config.get("zero_optimization", {}).get("stage", 0) == 3 and not replicate
+    if not partitioned:
         ds_config["zero_optimization"] = {"stage": 0}
+    metrics.log("reference model: " + ("partitioned like the policy (ZeRO-3)" if partitioned else
+                                       "a plain replica on every rank"))
     model = load_causal_lm(cfg.model.path, dtype, cfg.model.attn_implementation, ds_config)
     model.requires_grad_(False)
     engine, *_ = deepspeed.initialize(model=model, config=ds_config)

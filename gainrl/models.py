@@ -18,6 +18,34 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from . import metrics
+from .ds_config import persistent_numel, zero3_sizes
+
+
+def parameter_numels(path: str) -> list[int]:
+    """The element count of each of the model's parameters (tied ones once), from its config alone:
+    the model is built on the meta device, so nothing is allocated or read."""
+    config = load_model_config(path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return [p.numel() for p in model.parameters()]
+
+
+def model_zero3_sizes(model_path: str, dtype: torch.dtype, persist_gib: float, what: str = "") -> dict:
+    """zero3_sizes for the model at `model_path` (its parameter sizes read from its config); with `what`,
+    logs which parameters stay whole on every rank under ZeRO-3."""
+    numels = parameter_numels(model_path)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    sizes = zero3_sizes(numels, load_model_config(model_path).hidden_size, persist_gib * 2**30, itemsize)
+    if what:
+        threshold = sizes["zero_optimization.stage3_param_persistence_threshold"]
+        kept = [n for n in numels if n < threshold]
+        kept_gib = persistent_numel(numels, threshold) * itemsize / 2**30
+        metrics.log(f"{what}, if ZeRO-3: {len(kept)} of {len(numels)} parameters ({kept_gib:.2f} GiB, those under "
+                    f"{threshold} elements) kept whole on every rank, the rest partitioned and gathered when used "
+                    f"(train.zero3_persist_gib={persist_gib:g})")
+    return sizes
+
 
 def load_tokenizer(path: str):
     try:

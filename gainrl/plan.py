@@ -25,7 +25,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from .config import TrainRunConfig, load_config
 from .dist import run_entry_point
-from .ds_config import load_ds_config
+from .ds_config import load_ds_config, persistent_numel, zero3_sizes
 
 GIB = 2**30
 MODEL_SHAPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "model_shapes.json")
@@ -67,6 +67,17 @@ class ModelShape:
         """Embedding + layers + final norm + lm_head (unless tied to the embedding)."""
         lm_head = 0 if self.tie_word_embeddings else self.embedding_params
         return self.embedding_params + self.num_layers * self.layer_params + self.hidden_size + lm_head
+
+    def layer_numels(self) -> list[int]:
+        """One decoder layer's parameters' element counts (they sum to layer_params)."""
+        h, q_width, kv_width = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        bias = [q_width, kv_width, kv_width] if self.qkv_bias else []
+        return [h * q_width, h * kv_width, h * kv_width, q_width * h, *[h * self.intermediate_size] * 3, h, h, *bias]
+
+    def param_numels(self) -> list[int]:
+        """Every parameter's element count, as transformers builds the model (tied weights once)."""
+        head = [] if self.tie_word_embeddings else [self.embedding_params]
+        return [self.embedding_params, *self.layer_numels() * self.num_layers, self.hidden_size, *head]
 
     def kv_bytes_per_token(self, dtype_bytes: int) -> int:
         """k and v of every layer's kv heads."""
@@ -131,17 +142,23 @@ class ZeroSetup:
     offload_optimizer: bool  # optimizer states (and, from stage 2, gradient partitions) in CPU memory
     offload_param: bool  # stage 3 only: parameter partitions in CPU memory, gathered to the GPU when used
     prefetch_elements: int  # stage3_prefetch_bucket_size
+    persistence_threshold: int  # stage 3: parameters with fewer elements stay whole on every GPU
+    persistent_elements: int  # the elements of those
 
 
-def read_zero_setup(ds_config_path: str, shape: ModelShape, dtype: str, micro_batch_size: int) -> ZeroSetup:
+def read_zero_setup(ds_config_path: str, shape: ModelShape, dtype: str, micro_batch_size: int,
+                    persist_gib: float) -> ZeroSetup:
     """The zero_optimization section of train.ds_config, "auto" filled as the engine fills it."""
+    numels = shape.param_numels()
     try:
-        ds = load_ds_config(ds_config_path, hidden_size=shape.hidden_size, dtype=dtype,
-                            micro_batch_size=micro_batch_size)
+        ds = load_ds_config(ds_config_path, sizes=zero3_sizes(numels, shape.hidden_size, persist_gib * GIB,
+                                                             DTYPE_BYTES[dtype]),
+                            dtype=dtype, micro_batch_size=micro_batch_size)
     except ValueError as e:
         raise ValueError(f"config key 'train.ds_config': {e}") from None
     zero = ds.get("zero_optimization", {})
     stage = zero.get("stage", 0)
+    threshold = int(zero.get("stage3_param_persistence_threshold", 100_000))  # DeepSpeed's default
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"config key 'train.ds_config': {ds_config_path}: zero_optimization.stage must be "
                          f"0, 1, 2 or 3, got {stage!r}")
@@ -150,6 +167,8 @@ def read_zero_setup(ds_config_path: str, shape: ModelShape, dtype: str, micro_ba
         offload_optimizer=zero.get("offload_optimizer", {}).get("device", "none") in OFF_GPU,
         offload_param=stage == 3 and zero.get("offload_param", {}).get("device", "none") in OFF_GPU,
         prefetch_elements=int(zero.get("stage3_prefetch_bucket_size", 50_000_000)),  # DeepSpeed's default
+        persistence_threshold=threshold if stage == 3 else 0,
+        persistent_elements=persistent_numel(numels, threshold) if stage == 3 else 0,
     )
 
 
@@ -179,6 +198,7 @@ class Plan:
     activations_unused: Term  # the other activations variant, printed for comparison
     vllm_in_update: bool  # rollout.sleep_between_steps is false: vLLM keeps its share through the update
     problems: list[str]
+    reference_replicated: bool = False  # ZeRO-3: the reference model fits beside the learner whole
 
     @property
     def resident_bytes(self) -> float:
@@ -265,24 +285,35 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
     dtype = "bfloat16" if cfg.model.dtype == "auto" else cfg.model.dtype
     b = DTYPE_BYTES[dtype]
     t, r, g = cfg.train, cfg.rollout, cfg.grpo
-    zero = read_zero_setup(t.ds_config, shape, dtype, t.micro_batch_size)
+    zero = read_zero_setup(t.ds_config, shape, dtype, t.micro_batch_size, t.zero3_persist_gib)
     P, W, G, h, V = shape.num_params, world_size, gpu_memory_bytes, shape.hidden_size, shape.vocab_size
     seq_tokens = r.max_prompt_tokens + r.max_new_tokens
-    tokens = t.micro_batch_size * seq_tokens  # a micro-batch is padded to its longest row: at most L each
+    if t.max_tokens_per_micro_batch is None:
+        tokens = t.micro_batch_size * seq_tokens  # a micro-batch is padded to its longest row: at most L each
+        micro_batch = f"{t.micro_batch_size} x {seq_tokens} tokens"
+    else:  # the budget, or one sequence longer than it
+        tokens = max(t.max_tokens_per_micro_batch, seq_tokens)
+        micro_batch = f"{tokens:,} tokens (train.max_tokens_per_micro_batch)"
     shard = f"1/{W} shard"
 
     # -- the learner's resident state, on the GPU in both phases ------------------------------------
     knob = learner_knob(zero)
-    weights = 0 if zero.offload_param else (b * P / W if zero.stage == 3 else b * P)
+    # ZeRO-3 keeps the parameters under the persistence threshold whole on every GPU, beside the shards
+    persistent = b * zero.persistent_elements * (1 if zero.offload_param else 1 - 1 / W)  # beyond the shard
+    partitioned_weights = persistent + (0 if zero.offload_param else b * P / W)
+    weights = partitioned_weights if zero.stage == 3 else b * P
     # stage 2-3 keep a gradient partition (on the CPU with offload_optimizer); stage 0-1 the full gradient
     grads = (0 if zero.offload_optimizer else b * P / W) if zero.stage >= 2 else b * P
     # mixed precision: fp32 master weights + Adam m and v (12 B/param); fp32 training: m and v only
     optimizer_bytes_per_param = 12 if b == 2 else 8
     optimizer_what = "fp32 master + Adam m, v" if b == 2 else "Adam m, v"
     optimizer = 0 if zero.offload_optimizer else optimizer_bytes_per_param * P / (W if zero.stage >= 1 else 1)
-    # engine.build_reference: partitioned (offload included) like the policy under ZeRO-3, else a full replica
-    reference = 0 if g.kl_coef == 0 else (0 if zero.offload_param else (b * P / W if zero.stage == 3 else b * P))
+    # engine.build_reference: partitioned (offload included) like the policy under ZeRO-3, else a full replica;
+    # under ZeRO-3 a replica too where it fits beside the learner (decided below)
+    reference = 0 if g.kl_coef == 0 else (partitioned_weights if zero.stage == 3 else b * P)
     weights_where = "in CPU memory" if zero.offload_param else shard if zero.stage == 3 else "full"
+    if zero.stage == 3 and zero.persistent_elements:
+        weights_where += f" + {gib(b * zero.persistent_elements)} GiB whole (train.zero3_persist_gib)"
     resident = [
         Term("policy weights", weights, f"{dtype}, {weights_where}", knob),
         Term("gradients", grads, f"{dtype}, " + ("full" if zero.stage < 2 else
@@ -329,9 +360,13 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
 
     # -- the update: gathered parameters, one micro-batch's activations and logits -----------------
     largest_module = max(shape.layer_params, shape.embedding_params)
-    # estimate: ZeRO-3 gathers the largest module whole (and backward makes its full gradient before the
-    # reduce-scatter) while the prefetch bucket brings in the next ones
-    gathered = b * (2 * largest_module + zero.prefetch_elements) if zero.stage == 3 else 0
+    # estimate: ZeRO-3 gathers the largest module whole (less what persists: already counted) and backward
+    # makes its full gradient before the reduce-scatter, while the prefetch bucket brings in the next ones
+    partitioned_layer = sum(n for n in shape.layer_numels() if n >= zero.persistence_threshold)
+    largest_gathered = max(shape.embedding_params if shape.embedding_params >= zero.persistence_threshold else 0,
+                           partitioned_layer)
+    gathered = b * (largest_gathered + largest_module + (zero.prefetch_elements if largest_gathered else 0)) \
+        if zero.stage == 3 else 0
     per_layer_token = activation_bytes_per_layer_token(shape, b)
     final_norm = (4 + b) * h  # the final RMSNorm's fp32 input and its output (the lm_head input)
     full = tokens * (shape.num_layers * per_layer_token + final_norm)
@@ -343,12 +378,12 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
     logits_copies = 2 + (1 if g.entropy_coef > 0 else 0)
     logits = tokens * V * b * logits_copies + 3 * LOGPROB_CHUNK_TOKENS * V * 4
     shorter = "shorter sequences (rollout.max_new_tokens, rollout.max_prompt_tokens)"
-    smaller_batch = "a smaller train.micro_batch_size" if t.micro_batch_size > 1 else shorter
-    full_term = Term("activations, no checkpointing", full,
-                     f"{t.micro_batch_size} x {seq_tokens} tokens x {shape.num_layers} layers",
+    smaller_batch = ("a smaller train.max_tokens_per_micro_batch" if t.max_tokens_per_micro_batch is not None
+                     else "a smaller train.micro_batch_size" if t.micro_batch_size > 1 else shorter)
+    full_term = Term("activations, no checkpointing", full, f"{micro_batch} x {shape.num_layers} layers",
                      f"train.gradient_checkpointing=true or {smaller_batch}")
     checkpointed_term = Term("activations, gradient checkpointing", checkpointed,
-                             f"{t.micro_batch_size} x {seq_tokens} tokens: layer inputs + one layer", smaller_batch)
+                             f"{micro_batch}: layer inputs + one layer", smaller_batch)
     update = [
         Term("ZeRO-3 gathered parameters", gathered,
              "estimate: largest module + its gradient + prefetch bucket" if zero.stage == 3 else "none below ZeRO-3",
@@ -367,7 +402,7 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
         f"{gib(G)} GiB per GPU; ZeRO stage {zero.stage} ({t.ds_config}), offload: "
         f"{' and '.join(offloaded) + ' to CPU' if offloaded else 'none'}",
         f"  sequences of {seq_tokens} tokens ({r.max_prompt_tokens} prompt + {r.max_new_tokens} new), "
-        f"micro-batch {t.micro_batch_size}, gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}, "
+        f"micro-batch {micro_batch}, gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}, "
         f"reference model {'yes' if g.kl_coef > 0 else 'no'}, vLLM "
         + ("asleep during the update" if r.sleep_between_steps else "awake during the update"),
     ]
@@ -376,6 +411,14 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
                 activations_unused=full_term if t.gradient_checkpointing else checkpointed_term,
                 vllm_in_update=not r.sleep_between_steps, problems=[])
     plan.problems = find_problems(plan, kv_sequences, seq_tokens, utilization_needed)
+    if g.kl_coef > 0 and zero.stage == 3 and plan.fits:  # a plain replica, if the learner still fits with it
+        extra = b * P - reference
+        if (plan.generation_bytes + extra <= G and plan.update_bytes + extra <= G
+                and plan.resident_bytes + extra <= (1 - r.gpu_memory_utilization) * G):
+            plan.resident = [Term("reference model", b * P, f"{dtype}, a full replica (fits beside the learner: "
+                                  "no gathers in its forward)", knob + " or grpo.kl_coef=0 (no reference model)")
+                             if term.name == "reference model" else term for term in plan.resident]
+            plan.reference_replicated = True
     return plan
 
 

@@ -22,11 +22,11 @@ import torch
 from . import __version__, angles, dist, metrics, scores
 from .config import Config
 from .data import Row, dataset_fingerprint, load_rows
-from .ds_config import load_ds_config
+from .ds_config import DEFAULT_PERSIST_GIB, load_ds_config
 from .inputs import ensure_inputs
 from .jsonl import read_jsonl
-from .models import (checkpoint_fingerprint, dtype_name, load_model_config, load_tokenizer, pad_token_id,
-                     resolve_dtype, resolve_layer)
+from .models import (checkpoint_fingerprint, dtype_name, load_model_config, load_tokenizer, model_zero3_sizes,
+                     pad_token_id, resolve_dtype, resolve_layer)
 from .prefill import PrefillModel, load_prefill_model
 from .prompts import Prompt, PromptBuilder, build_prompts, problem_text
 
@@ -239,7 +239,8 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
         shards = shard_batches(batches, all_lengths, info.world_size)
         ds_config = None
         if cfg.scorer.ds_config:
-            ds_config = load_ds_config(cfg.scorer.ds_config, hidden_size=model_config.hidden_size, dtype=dtype)
+            sizes = model_zero3_sizes(cfg.model.path, getattr(torch, dtype), DEFAULT_PERSIST_GIB)
+            ds_config = load_ds_config(cfg.scorer.ds_config, sizes=sizes, dtype=dtype)
         model = load_prefill_model(cfg.model.path, cfg.scorer.layer, dtype=cfg.model.dtype,
                                    attn_implementation=cfg.model.attn_implementation, device=info.device,
                                    ds_config=ds_config)

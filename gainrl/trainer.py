@@ -21,9 +21,9 @@ import torch
 
 from . import checkpoint, dist, metrics
 from .algo import (STAT_KEYS, Sequences, group_advantages, local_normalizer, logprob_gap, micro_batches,
-                   pack_sequences, policy_loss, wasted_group_fraction)
+                   pack_sequences, policy_loss, token_budget_micro_batches, wasted_group_fraction)
 from .groups import collect_groups
-from .config import GrpoConfig, TrainRunConfig, config_dict
+from .config import GrpoConfig, TrainConfig, TrainRunConfig, config_dict
 from .engine import build_policy, build_reference
 from .inputs import ensure_inputs
 from .metric_names import phase_seconds_key
@@ -116,8 +116,9 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
         raise ValueError(f"config key 'train.ds_config': DeepSpeed config not found: {cfg.train.ds_config}")
     resume_from = checkpoint.resume_point(cfg)
     ensure_inputs(cfg)
+    plan = None
     if info.device.type == "cuda":  # the memory plan, and a vLLM share that leaves the learner no room refused
-        print_memory_plan(cfg, info)
+        plan = print_memory_plan(cfg, info)
     tokenizer = load_tokenizer(cfg.model.path)
     data = load_train_data(cfg, tokenizer, info.world_size)
     heldout = None
@@ -129,11 +130,17 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     group_size, per_step = cfg.grpo.group_size, cfg.train.prompts_per_step
     accumulation = -(-(per_step // info.world_size * group_size) // cfg.train.micro_batch_size)
     torch.manual_seed(cfg.seed)
+    split = f"{accumulation} micro-batches of {cfg.train.micro_batch_size}" \
+        if cfg.train.max_tokens_per_micro_batch is None else \
+        f"micro-batches of up to {cfg.train.max_tokens_per_micro_batch} tokens (rows sorted by length)"
+    old_logp = "a no-grad forward" if cfg.grpo.updates_per_batch > 1 else "the update's forward (one update per batch)"
     metrics.log(f"{len(data.rows)} rows; {cfg.train.epochs} epochs x {cfg.sampler.prompts_per_epoch // per_step} "
                 f"steps of {per_step} prompts x {group_size} rollouts on {info.world_size} rank(s); "
-                f"{accumulation} micro-batches per step")
+                f"{split} per rank and step; old log-probs from {old_logp}")
     policy = build_policy(cfg, info.device, accumulation)
-    reference = build_reference(cfg, info.device)
+    # the reference model whole on every rank where the plan says it fits (on CPU: the small models run there)
+    reference = build_reference(cfg, info.device, replicate=plan.reference_replicated if plan is not None
+                                else info.device.type != "cuda")
     rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed,  # the engine adds the rank
                             dtype=dtype_name(resolve_dtype(cfg.model.dtype, info.device)),
                             max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens,
@@ -147,17 +154,19 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     return run
 
 
-def print_memory_plan(cfg: TrainRunConfig, info: dist.DistInfo) -> None:
-    """The per-GPU memory budget (gainrl.plan) of this run on this GPU, then the start-up check of the split."""
+def print_memory_plan(cfg: TrainRunConfig, info: dist.DistInfo):
+    """The per-GPU memory budget (gainrl.plan) of this run on this GPU, then the start-up check of the split;
+    returns the plan (None when the model's shape cannot be read yet)."""
     try:
         plan = memory_plan(cfg, world_size=info.world_size, gpus_per_node=info.local_world_size,
                            gpu_memory_bytes=torch.cuda.get_device_properties(info.device).total_memory)
     except ValueError as e:  # a hub model not downloaded yet and not in the bundled shapes, a MoE config
         metrics.log(f"memory plan skipped: {e}")
-        return
+        return None
     for line in plan.lines():
         metrics.log(line)
     check_memory_split(plan, cfg.rollout.gpu_memory_utilization)
+    return plan
 
 
 def restore(run: Run, path: str) -> None:
@@ -179,45 +188,70 @@ def restore(run: Run, path: str) -> None:
 
 # ---- one optimizer step -----------------------------------------------------------------------------
 
-def old_logprobs(policy: Policy, reference: Optional[Policy], seqs: Sequences, batches: list[slice],
-                 temperature: float):
-    """No-grad forward of the policy (log-probs and, from the same forward, the angle signal per sequence)
-    and of the reference model (log-probs), micro-batch by micro-batch."""
+def plan_micro_batches(seqs: Sequences, train: TrainConfig) -> list[list[int]]:
+    """This rank's micro-batches (rows of `seqs`): `train.micro_batch_size` rows each, or cut to
+    `train.max_tokens_per_micro_batch`, as many on every rank as the rank that needs the most
+    (ZeRO-3 gathers every layer's weights collectively: every rank must run every forward)."""
+    if train.max_tokens_per_micro_batch is None:
+        return micro_batches(len(seqs.response_lengths), train.micro_batch_size)
+    lengths = seqs.attention_mask.sum(dim=1).tolist()
+    budget = train.max_tokens_per_micro_batch
+    most = max(dist.all_gather(len(token_budget_micro_batches(lengths, budget))))
+    return token_budget_micro_batches(lengths, budget, most)
+
+
+def no_grad_logprobs(policy: Optional[Policy], reference: Optional[Policy], parts: list[Sequences],
+                     temperature: float):
+    """No-grad forwards, micro-batch by micro-batch: the policy's log-probs and, from the same forward, the
+    angle signal per sequence (the "old" log-probs; None without `policy`), and the reference's (None
+    without one)."""
     old_logp, ref_logp, angle = [], [], []
-    policy.train(False)
+    if policy is not None:
+        policy.train(False)
     with torch.no_grad():
-        for mb in batches:
-            ids, mask = seqs.input_ids[mb], seqs.attention_mask[mb]
-            logp, _, ang = policy.logprobs(ids, mask, temperature=temperature, with_angle=True)
-            old_logp.append(logp)
-            angle.append(ang)
+        for part in parts:
+            if policy is not None:
+                logp, _, ang = policy.logprobs(part.input_ids, part.attention_mask, temperature=temperature,
+                                               with_angle=True)
+                old_logp.append(logp)
+                angle.append(ang)
             if reference is not None:
-                ref_logp.append(reference.logprobs(ids, mask, temperature=temperature)[0])
-    policy.train(True)
-    return old_logp, (ref_logp if reference is not None else None), torch.cat(angle)
+                ref_logp.append(reference.logprobs(part.input_ids, part.attention_mask, temperature=temperature)[0])
+    if policy is not None:
+        policy.train(True)
+    return (old_logp or None), (ref_logp or None), (angle or None)
 
 
-def update_policy(policy: Policy, grpo: GrpoConfig, temperature: float, seqs: Sequences, batches: list[slice],
-                  advantages: torch.Tensor, old_logp: list, ref_logp: Optional[list]) -> dict:
+def update_policy(policy: Policy, grpo: GrpoConfig, temperature: float, parts: list[Sequences],
+                  advantages: list[torch.Tensor], old_logp: Optional[list], ref_logp: Optional[list]) -> tuple:
     """`grpo.updates_per_batch` optimizer steps, each accumulating the gradient of every micro-batch.
+    Returns (the loss terms' sums, and with `old_logp` None: the log-probs and angle signal of the first
+    pass's forward per micro-batch, which are the old ones; else None).
 
     Every micro-batch's loss on every rank is normalised by the step's global token (or
-    sequence) count, so the summed gradient is the full-batch one whatever the number of ranks."""
-    local_count = sum(local_normalizer(seqs.response_mask[mb], grpo.aggregation) for mb in batches)
+    sequence) count, so the summed gradient is the full-batch one whatever the number of ranks
+    and however the rows are cut into micro-batches. Without `old_logp` (one update per batch)
+    the old log-probs are the first pass's own, detached: the ratio is exactly 1."""
+    local_count = sum(local_normalizer(part.response_mask, grpo.aggregation) for part in parts)
     normalizer = dist.all_reduce_sums({"count": local_count})["count"]
     sums = {key: 0.0 for key in (*STAT_KEYS, "loss")}
     nonfinite = skipped = 0
-    for _ in range(grpo.updates_per_batch):
+    first_logp, first_angle = [], []
+    for update in range(grpo.updates_per_batch):
         nonfinite_before = nonfinite
-        for k, mb in enumerate(batches):
-            logp, entropy, _ = policy.logprobs(seqs.input_ids[mb], seqs.attention_mask[mb], temperature=temperature,
-                                               with_entropy=grpo.entropy_coef > 0)
+        for k, part in enumerate(parts):
+            from_this_forward = old_logp is None and update == 0
+            logp, entropy, angle = policy.logprobs(part.input_ids, part.attention_mask, temperature=temperature,
+                                                   with_entropy=grpo.entropy_coef > 0, with_angle=from_this_forward)
+            if from_this_forward:
+                first_logp.append(logp.detach())
+                first_angle.append(angle)
             loss, stats = policy_loss(
-                logp, old_logp[k], advantages[mb].to(policy.device), seqs.response_mask[mb].to(policy.device),
-                clip_low=grpo.clip_low, clip_high=grpo.clip_high,
+                logp, first_logp[k] if old_logp is None else old_logp[k], advantages[k].to(policy.device),
+                part.response_mask.to(policy.device), clip_low=grpo.clip_low, clip_high=grpo.clip_high,
                 ref_logp=ref_logp[k] if ref_logp is not None else None, kl_coef=grpo.kl_coef,
                 entropy=entropy, entropy_coef=grpo.entropy_coef, aggregation=grpo.aggregation, normalizer=normalizer)
-            policy.backward(loss)
+            policy.backward(loss, last=k == len(parts) - 1)
             policy.step()
             nonfinite += not torch.isfinite(loss).item()
             for key, value in stats.items():
@@ -231,7 +265,8 @@ def update_policy(policy: Policy, grpo: GrpoConfig, temperature: float, seqs: Se
                                "may now hold NaN. Keep DeepSpeed's overflow checks on (bf16.check_grad_overflow).")
         skipped += not applied
     means = {key: value / grpo.updates_per_batch for key, value in sums.items()}
-    return {**means, "num_nonfinite_losses": nonfinite, "num_skipped_updates": skipped}
+    sums = {**means, "num_nonfinite_losses": nonfinite, "num_skipped_updates": skipped}
+    return sums, ((first_logp, first_angle) if old_logp is None else None)
 
 
 def train_step(run: Run, prompt_indices: np.ndarray,
@@ -257,13 +292,20 @@ def train_step(run: Run, prompt_indices: np.ndarray,
 
     seqs = pack_sequences(prompt_ids, response_ids, run.pad_id,
                           [c.logprobs for group in batch.completions for c in group])
-    batches = micro_batches(len(response_ids), cfg.train.micro_batch_size)
-    with timer("old_logprobs"):
-        old_logp, ref_logp, angle = old_logprobs(run.policy, run.reference, seqs, batches, cfg.rollout.temperature)
-    gaps = [logprob_gap(old_logp[k], seqs.sampled_logp[mb], seqs.response_mask[mb]) for k, mb in enumerate(batches)]
+    rows = plan_micro_batches(seqs, cfg.train)
+    parts, part_advantages = [seqs.select(r) for r in rows], [advantages[r] for r in rows]
+    separate = cfg.grpo.updates_per_batch > 1  # one update: its forward gives the old log-probs (ratio 1)
+    old_logp = ref_logp = angles = None
+    if separate or run.reference is not None:
+        with timer("old_logprobs"):
+            old_logp, ref_logp, angles = no_grad_logprobs(run.policy if separate else None, run.reference, parts,
+                                                          cfg.rollout.temperature)
     with timer("update"):
-        sums = update_policy(run.policy, cfg.grpo, cfg.rollout.temperature, seqs, batches, advantages, old_logp,
-                             ref_logp)
+        sums, first_pass = update_policy(run.policy, cfg.grpo, cfg.rollout.temperature, parts, part_advantages,
+                                         old_logp, ref_logp)
+    learner_logp, angles = (old_logp, angles) if separate else first_pass
+    angle = torch.cat(angles)
+    gaps = [logprob_gap(learner_logp[k], part.sampled_logp, part.response_mask) for k, part in enumerate(parts)]
     grad_norm = run.policy.grad_norm()
     with timer("push"):
         run.rollout.sync_weights(run.policy.module)
@@ -280,7 +322,8 @@ def train_step(run: Run, prompt_indices: np.ndarray,
         "zero_variance_tokens": sum(t for t, ok in zip(group_tokens, informative) if not ok),
         "response_tokens": sum(seqs.response_lengths), "angle_sum": angle.sum().item(),
         "num_reward_errors": generated.num_errors, "num_reward_timeouts": generated.num_timeouts,
-        "tokens": seqs.attention_mask.sum().item(), "gap_sum": sum(g[0] for g in gaps),
+        "tokens": seqs.attention_mask.sum().item(), "padded_tokens": sum(part.input_ids.numel() for part in parts),
+        "gap_sum": sum(g[0] for g in gaps),
         "gap_count": sum(g[1] for g in gaps), **sums,
     }
     total = dist.all_reduce_sums(local)
@@ -312,6 +355,8 @@ def train_step(run: Run, prompt_indices: np.ndarray,
         **{key: int(total[key]) for key in ("num_reward_errors", "num_reward_timeouts", "num_nonfinite_losses")},
         "num_skipped_updates": int(sums["num_skipped_updates"]),
         "tokens_per_s": total["tokens"] / sum(timer.seconds.values()),
+        "padding_fraction": 1.0 - total["tokens"] / total["padded_tokens"],  # of the learner's forward tokens
+        "num_micro_batches": len(parts),
         **{phase_seconds_key(phase): seconds for phase, seconds in timer.seconds.items()},
     }
 

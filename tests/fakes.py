@@ -16,18 +16,18 @@ from gainrl.rollout import Completion
 
 
 class FakePolicy:
-    """A plain model and Adam in place of DeepSpeed: the gradient steps at the last of `accumulation`
-    micro-batches, and is skipped (was_step_applied False) when a gradient is not finite."""
+    """A plain model and Adam in place of DeepSpeed: the gradient steps after the micro-batch whose
+    backward was marked last, and is skipped (was_step_applied False) when a gradient is not finite."""
 
-    def __init__(self, model_dir, accumulation: int, events: list, nan_steps=()):
+    def __init__(self, model_dir, events: list, nan_steps=()):
         from transformers import AutoModelForCausalLM
         self.module = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.module.config.use_cache = False
         self.probe = MlpInputProbe(self.module, -1)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=1e-3)
         self.device = torch.device("cpu")
-        self.accumulation, self.events, self.nan_steps = accumulation, events, set(nan_steps)
-        self.micro, self.num_steps, self.applied, self.norm, self.num_saves = 0, 0, True, None, 0
+        self.events, self.nan_steps = events, set(nan_steps)
+        self.num_steps, self.applied, self.norm, self.num_saves, self.last = 0, True, None, 0, False
 
     def train(self, mode=True):
         self.module.train(mode)
@@ -50,13 +50,13 @@ class FakePolicy:
         hidden, self.probe.captured = self.probe.captured, None
         return hidden
 
-    def backward(self, loss):
+    def backward(self, loss, last):
         self.events.append("backward")
+        self.last = last
         loss.backward()
 
     def step(self):
-        self.micro += 1
-        if self.micro < self.accumulation:
+        if not self.last:
             return
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         self.norm = float(torch.stack([g.norm() for g in grads]).norm())
@@ -64,7 +64,7 @@ class FakePolicy:
         if self.applied:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.micro, self.num_steps = 0, self.num_steps + 1
+        self.num_steps += 1
         self.events.append("optimizer_step")
 
     def was_step_applied(self):

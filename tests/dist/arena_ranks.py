@@ -35,9 +35,8 @@ def make_run(model_dir, out, overrides, on_generate=None):
     prompts = build_prompts(PromptBuilder(tokenizer, cfg.prompt), rows)
     columns = {"score": [float((7 * i) % NUM_ROWS) for i in range(NUM_ROWS)]}
     torch.manual_seed(cfg.seed + dist.get_rank())  # the ranks' rollouts differ, as real engines' do
-    accumulation = cfg.train.prompts_per_step // dist.get_world_size() * GROUP_SIZE // cfg.train.micro_batch_size
     run = Run(cfg, TrainData(rows, prompts, dataset_fingerprint(rows)), tokenizer,
-              build_sampler(cfg.sampler, columns, NUM_ROWS, seed=cfg.seed), FakePolicy(model_dir, accumulation, []),
+              build_sampler(cfg.sampler, columns, NUM_ROWS, seed=cfg.seed), FakePolicy(model_dir, []),
               None, FakeRollout([], on_generate), FakeReward(), tokenizer.pad_token_id)
     row_of = {tuple(p.input_ids): i for i, p in enumerate(prompts)}
     return run, row_of

@@ -32,10 +32,14 @@ def sgd_zero3_config(tmp_path_factory):
 # sequence aggregation's cross-rank normaliser: tests/dist/test_loss_dist.py; the whole update with it: -m slow
 @pytest.mark.parametrize("aggregation", ["token", pytest.param("sequence", marks=pytest.mark.slow)])
 def test_two_ranks_take_the_same_step_as_one_process(tmp_path, tiny_model_dir, sgd_zero3_config, aggregation):
+    """...and with the rows cut to a token budget (sorted by length, 3 micro-batches on each rank) rather than
+    2 at a time in order: the accumulated gradient is the same."""
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
     expect_ok([sys.executable, SCRIPT, tiny_model_dir, sgd_zero3_config, one, aggregation], 300)
-    expect_ok(torchrun(SCRIPT, 2, tiny_model_dir, sgd_zero3_config, two, aggregation), 300)
+    expect_ok(torchrun(SCRIPT, 2, tiny_model_dir, sgd_zero3_config, two, aggregation,
+                       "train.max_tokens_per_micro_batch=26"), 300)  # 2 and 3 micro-batches: both run 3
     a, b = torch.load(one), torch.load(two)
+    assert (a["num_micro_batches"], b["num_micro_batches"]) == (4, 3)
     assert a["delta"].keys() == b["delta"].keys()
     moved = sum(float(d.abs().sum()) for d in a["delta"].values())
     assert moved > 1e-3, "the update changed nothing: the comparison would be empty"
@@ -49,18 +53,21 @@ def test_two_ranks_take_the_same_step_as_one_process(tmp_path, tiny_model_dir, s
 
 
 def test_gradient_checkpointing_and_the_offload_config_take_the_same_step(tmp_path, tiny_model_dir, sgd_zero3_config):
-    """The recipe paths no other test runs: ZeRO-3 with gradient checkpointing (the 7B recipe's setting), and
-    ds_configs/zero3_offload.json (parameters and optimizer states in CPU memory), each in one process."""
+    """The recipe paths no other test runs: ZeRO-3 with gradient checkpointing (the 7B recipe's setting),
+    micro-batches to a token budget, and ds_configs/zero3_offload.json (parameters and optimizer states in
+    CPU memory), each in one process."""
     steps = {}
     for name, ds_config, extra in [("plain", sgd_zero3_config, []),
                                    ("checkpointed", sgd_zero3_config, ["train.gradient_checkpointing=true"]),
+                                   ("token_budget", sgd_zero3_config, ["train.max_tokens_per_micro_batch=20"]),
                                    ("offload", sgd_config(tmp_path, "zero3_offload.json"), [])]:
         out = str(tmp_path / f"{name}.pt")
         expect_ok([sys.executable, SCRIPT, tiny_model_dir, ds_config, out, "token", *extra], 300)
         steps[name] = torch.load(out)
     plain = steps["plain"]
     assert sum(float(d.abs().sum()) for d in plain["delta"].values()) > 1e-3
-    for name in ("checkpointed", "offload"):
+    assert (plain["num_micro_batches"], steps["token_budget"]["num_micro_batches"]) == (4, 6)
+    for name in ("checkpointed", "token_budget", "offload"):
         for param in plain["delta"]:
             torch.testing.assert_close(steps[name]["delta"][param], plain["delta"][param], atol=1e-6, rtol=1e-4,
                                        msg=f"{name}: {param}")

@@ -27,8 +27,8 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str, *overrides:
     from gainrl import dist
     from gainrl.config import TrainRunConfig, load_config
     from gainrl.engine import build_policy, build_reference
-    from gainrl.algo import micro_batches, pack_sequences
-    from gainrl.trainer import old_logprobs, update_policy
+    from gainrl.algo import pack_sequences
+    from gainrl.trainer import no_grad_logprobs, plan_micro_batches, update_policy
 
     cfg = load_config([f"model.path={model_dir}", "model.dtype=float32", "data.path=unused.jsonl",
                        f"train.ds_config={ds_config}", "train.micro_batch_size=2", "grpo.kl_coef=0.05",
@@ -41,27 +41,30 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str, *overrides:
     share = len(prompt_ids) // info.world_size
     mine = slice(info.rank * share, (info.rank + 1) * share)
     seqs = pack_sequences(prompt_ids[mine], response_ids[mine], pad_id=0)
-    batches = micro_batches(share, cfg.train.micro_batch_size)
+    rows = plan_micro_batches(seqs, cfg.train)  # fixed-size, or to train.max_tokens_per_micro_batch
+    parts = [seqs.select(r) for r in rows]
 
-    policy = build_policy(cfg, info.device, gradient_accumulation_steps=len(batches))
-    reference = build_reference(cfg, info.device)
+    policy = build_policy(cfg, info.device, gradient_accumulation_steps=len(rows))
+    reference = build_reference(cfg, info.device, replicate=False)  # the partitioned path (the trainer replicates on CPU)
     params = [p for _, p in policy.module.named_parameters()]
     with zero.GatheredParameters(params):
         before = {name: p.detach().clone() for name, p in policy.module.named_parameters()}
-    old_logp, ref_logp, angle = old_logprobs(policy, reference, seqs, batches, temperature=cfg.rollout.temperature)
+    old_logp, ref_logp, angle = no_grad_logprobs(policy, reference, parts, temperature=cfg.rollout.temperature)
     ref_gap = max((logp - ref).abs().max().item() for logp, ref in zip(old_logp, ref_logp))  # same weights: 0
     # ratios != 1 so that clipping takes part: shift each sequence's old log-probs by its global index
     offsets = 0.1 * (torch.arange(len(prompt_ids))[mine] % 4 + 1).float()
-    old_logp = [logp - offsets[mb, None] for logp, mb in zip(old_logp, batches)]
-    ref_logp = [ref + 0.5 * offsets[mb, None] for ref, mb in zip(ref_logp, batches)]  # a KL term that is not 0
-    sums = update_policy(policy, cfg.grpo, cfg.rollout.temperature, seqs, batches, advantages[mine], old_logp,
-                         ref_logp)
+    old_logp = [logp - offsets[r, None] for logp, r in zip(old_logp, rows)]
+    ref_logp = [ref + 0.5 * offsets[r, None] for ref, r in zip(ref_logp, rows)]  # a KL term that is not 0
+    sums, _ = update_policy(policy, cfg.grpo, cfg.rollout.temperature, parts, [advantages[mine][r] for r in rows],
+                            old_logp, ref_logp)
     totals = dist.all_reduce_sums(sums)
     with zero.GatheredParameters(params):
         delta = {name: (p.detach() - before[name]).clone() for name, p in policy.module.named_parameters()}
-    angles = dist.all_gather(angle.tolist())
+    angle_of_row = {row: a for r, part_angle in zip(rows, angle) for row, a in zip(r, part_angle.tolist())}
+    angles = dist.all_gather([angle_of_row[row] for row in range(share)])
     if dist.is_rank0():
-        torch.save({"delta": delta, "totals": totals, "ref_gap": ref_gap, "angles": [a for chunk in angles for a in chunk]}, out)
+        torch.save({"delta": delta, "totals": totals, "ref_gap": ref_gap, "num_micro_batches": len(rows),
+                    "angles": [a for chunk in angles for a in chunk]}, out)
     dist.shutdown()
 
 

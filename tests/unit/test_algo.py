@@ -5,7 +5,8 @@ import statistics
 import pytest
 import torch
 
-from gainrl.algo import (align_to_scored, group_advantages, k3_kl, local_normalizer, policy_loss, sequence_entropy,
+from gainrl.algo import (align_to_scored, group_advantages, k3_kl, local_normalizer, pack_sequences, padded_tokens,
+                         policy_loss, sequence_entropy, token_budget_micro_batches,
                          sequence_logprobs, token_entropy, token_logprobs, wasted_group_fraction)
 
 # ---------------------------------------------------------------- advantages
@@ -287,3 +288,49 @@ def test_policy_loss_errors_name_the_problem():
         policy_loss(logp, logp, torch.zeros(1), mask, normalizer=2, kl_coef=0.1, **CLIP)
     with pytest.raises(ValueError, match="normalizer"):
         policy_loss(logp, logp, torch.zeros(1), mask, normalizer=0, **CLIP)
+
+
+# ---------------------------------------------------------------- micro-batches
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_token_budget_micro_batches_against_their_definition(seed):
+    generator = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 40, (1,), generator=generator))
+    lengths = torch.randint(1, 300, (n,), generator=generator).tolist()
+    budget = int(torch.randint(50, 1200, (1,), generator=generator))
+    batches = token_budget_micro_batches(lengths, budget)
+    assert sorted(r for rows in batches for r in rows) == list(range(n))  # every row once
+    flat = [r for rows in batches for r in rows]
+    assert [lengths[r] for r in flat] == sorted(lengths, reverse=True)  # cut from the length-sorted rows
+    for k, rows in enumerate(batches):
+        assert len(rows) == 1 or len(rows) * max(lengths[r] for r in rows) <= budget
+        if k + 1 < len(batches):  # greedy: the next row would not have fitted
+            assert (len(rows) + 1) * lengths[rows[0]] > budget
+    for count in range(len(batches), n + 1):  # as many as another rank needs
+        split = token_budget_micro_batches(lengths, budget, count)
+        assert len(split) == count and sorted(r for rows in split for r in rows) == list(range(n))
+        assert all(len(rows) == 1 or len(rows) * max(lengths[r] for r in rows) <= budget for rows in split)
+        assert padded_tokens(lengths, split) <= padded_tokens(lengths, batches)
+    with pytest.raises(ValueError, match=f"{n + 1} micro-batches asked of {n} rows"):
+        token_budget_micro_batches(lengths, budget, n + 1)
+
+
+def test_a_micro_batch_cut_to_its_longest_row_scores_like_the_whole_padded_batch(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 500, (n,), generator=generator).tolist() for n in (4, 6, 5, 3)]
+    responses = [torch.randint(3, 500, (n,), generator=generator).tolist() for n in (30, 2, 9, 4)]
+    seqs = pack_sequences(prompts, responses, pad_id=0, response_logprobs=[[-0.5] * len(r) for r in responses])
+
+    def logp(part):
+        with torch.no_grad():
+            logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
+        return sequence_logprobs(logits, part.input_ids) * part.response_mask
+
+    whole = logp(seqs)
+    part = seqs.select([3, 1])
+    assert part.input_ids.shape == (2, 8) and part.response_lengths == [4, 2]
+    torch.testing.assert_close(logp(part), whole[[3, 1], :7], atol=1e-5, rtol=0)
+    assert part.response_mask.sum() == 6 and torch.equal(part.sampled_logp, seqs.sampled_logp[[3, 1], :7])

@@ -9,7 +9,8 @@ from tests.helpers import REPO
 PACKAGE = os.path.join(REPO, "gainrl")
 # function-local imports of gainrl's own modules, each buying start-up time (matplotlib, or datasets + math_verify)
 LAZY_INTERNAL = {("gainrl.trainer", "gainrl.plots"), ("gainrl.scorer", "gainrl.plots"),
-                 ("gainrl.slurm", "gainrl.evaluation.config"), ("gainrl.slurm", "gainrl.evaluation.report")}
+                 ("gainrl.slurm", "gainrl.evaluation.config"), ("gainrl.slurm", "gainrl.evaluation.report"),
+                 ("gainrl.slurm", "gainrl.evaluation.benchmarks"), ("gainrl.slurm", "gainrl.evaluation.evaluate")}
 
 
 def module_name(path: str) -> str:

@@ -69,11 +69,18 @@ def test_parameter_counts_from_the_shapes(empty_hub_cache):
 def test_7b_recipe_terms_and_verdict(in_repo, empty_hub_cache):
     plan = plan_for(RECIPE_7B, hub_cache=empty_hub_cache)
     P, W = P_7B, 8
-    assert plan.term("policy weights").num_bytes == 2 * P / W
+    # train.zero3_persist_gib=2 (2**30 bf16 elements) keeps whole every parameter but the MLP matrices
+    # (67.9M elements each: 4 more would pass the budget), the embedding and the head
+    persistent = 28 * ((3584 * 3584 + 3584) + 2 * (3584 * 512 + 512) + 3584 * 3584 + 2 * 3584) + 3584
+    assert persistent == 822_416_896 and persistent + 4 * 3584 * 18944 > 2**30
+    weights = 2 * P / W + 2 * persistent * (1 - 1 / W)
+    assert plan.term("policy weights").num_bytes == pytest.approx(weights)
     assert plan.term("gradients").num_bytes == 2 * P / W
     assert plan.term("optimizer states").num_bytes == 12 * P / W
-    assert plan.term("reference model").num_bytes == 2 * P / W  # kl_coef 0.001, ZeRO-3 partitioned
-    resident = 2 * P / W + 2 * P / W + 12 * P / W + 2 * P / W + 2.5 * GIB
+    # kl_coef 0.001: a full replica fits beside the learner (partitioned, it would take `weights`)
+    assert plan.reference_replicated and plan.term("reference model").num_bytes == 2 * P
+    resident = weights + 2 * P / W + 12 * P / W + 2 * P + 2.5 * GIB
+    assert resident <= 0.5 * GPU  # the learner's half of the GPU (rollout.gpu_memory_utilization 0.5)
     assert plan.resident_bytes == pytest.approx(resident)
     assert plan.term("vLLM weights").num_bytes == 2 * P
     kv = 0.5 * GPU - 2 * P - 1.5 * GIB
@@ -81,8 +88,9 @@ def test_7b_recipe_terms_and_verdict(in_repo, empty_hub_cache):
     kv_tokens = int(kv // (2 * 28 * 4 * 128 * 2))
     assert f"{kv_tokens:,} tokens" in plan.kv_line and f"{kv_tokens // 4024:,} full-length" in plan.kv_line
     assert "a rank generates 1,024 per step" in plan.kv_line  # 1024 prompts / 8 ranks x 8 rollouts
-    # the embedding matrix (545M) is the largest module, ahead of one layer (233M)
-    assert plan.term("ZeRO-3 gathered parameters").num_bytes == 2 * (2 * 152064 * 3584 + int(0.9 * 3584 * 3584))
+    # the embedding matrix (545M) is the largest module, ahead of one layer (233M); DeepSpeed's prefetch bucket
+    gathered = 2 * (2 * 152064 * 3584 + 50_000_000)
+    assert plan.term("ZeRO-3 gathered parameters").num_bytes == gathered
     tokens = 2 * 4024
     per_layer_token = 2 * 4 * 3584 + 2 * (2 * 3584 + 5 * 3584 + 4 * 18944)
     assert per_layer_token == 230_400
@@ -93,7 +101,6 @@ def test_7b_recipe_terms_and_verdict(in_repo, empty_hub_cache):
     logits = tokens * 152064 * 2 * 2 + 3 * 256 * 152064 * 4
     assert plan.term("logits and their gradient").num_bytes == logits
     assert plan.generation_bytes == pytest.approx(resident + 0.5 * GPU)
-    gathered = 2 * (2 * 152064 * 3584 + int(0.9 * 3584 * 3584))
     assert plan.update_bytes == pytest.approx(resident + gathered + checkpointed + logits)
     assert plan.fits
     assert plan.verdict == f"fits: peak {(resident + 0.5 * GPU) / GIB:.1f} of 80.0 GiB per GPU (generation phase)"
@@ -112,8 +119,10 @@ def test_05b_recipe_terms(in_repo, empty_hub_cache):
     full = 16 * 1024 * (24 * per_layer_token + 6 * 896)
     assert plan.term("activations, no checkpointing").num_bytes == full
     assert plan.term("logits and their gradient").num_bytes == 16 * 1024 * 151936 * 2 * 2 + 3 * 256 * 151936 * 4
-    # tied embeddings: the one embedding matrix is the largest module
-    assert plan.term("ZeRO-3 gathered parameters").num_bytes == 2 * (2 * 151936 * 896 + int(0.9 * 896 * 896))
+    # 494M elements: all of it persists (train.zero3_persist_gib=2), so nothing is gathered; backward still makes
+    # the largest module's (the tied embedding's) full gradient
+    assert plan.term("policy weights").num_bytes == pytest.approx(2 * P / 8 + 2 * P * 7 / 8)
+    assert plan.term("ZeRO-3 gathered parameters").num_bytes == 2 * 151936 * 896
     kv = 0.4 * GPU - 2 * P - 1.5 * GIB
     assert plan.term("vLLM KV cache").num_bytes == pytest.approx(kv)
     assert f"{int(kv // (2 * 24 * 2 * 64 * 2)):,} tokens" in plan.kv_line
@@ -135,9 +144,14 @@ def test_72b_on_one_node_does_not_fit(in_repo, empty_hub_cache):
 def test_72b_on_four_nodes_with_offload_is_held_back_by_vllm_alone(in_repo, empty_hub_cache):
     overrides = ["model.path=Qwen/Qwen2.5-72B-Instruct", "train.ds_config=ds_configs/zero3_offload.json"]
     plan = plan_for(RECIPE_7B, overrides, world_size=32, hub_cache=empty_hub_cache)
-    for name in ("policy weights", "gradients", "optimizer states", "reference model"):
-        assert plan.term(name).num_bytes == 0  # all in CPU memory
-    assert plan.resident_bytes == 2.5 * GIB
+    # on the GPU only what persists whole (train.zero3_persist_gib=2): norms and biases (the 160 k and v
+    # matrices, 8.4M elements each, would pass the budget); the rest in CPU memory
+    norms_and_biases = 80 * (2 * 8192 + 8192 + 2 * 1024) + 8192
+    for name in ("policy weights", "reference model"):
+        assert plan.term(name).num_bytes == 2 * norms_and_biases
+    for name in ("gradients", "optimizer states"):
+        assert plan.term(name).num_bytes == 0
+    assert plan.resident_bytes == 4 * norms_and_biases + 2.5 * GIB
     assert plan.update_bytes < GPU
     assert "offload: optimizer and parameters to CPU" in plan.lines()[1]
     assert plan.verdict.startswith("does not fit: generation phase") and "update phase" not in plan.verdict
@@ -172,9 +186,13 @@ def test_activations_over_the_gpu_name_gradient_checkpointing(in_repo, empty_hub
 
 
 def test_awake_vllm_counts_in_the_update(in_repo, empty_hub_cache):
-    asleep = plan_for(RECIPE_7B, hub_cache=empty_hub_cache)
-    awake = plan_for(RECIPE_7B, ["rollout.sleep_between_steps=false"], hub_cache=empty_hub_cache)
+    asleep = plan_for(RECIPE_7B, ["grpo.kl_coef=0"], hub_cache=empty_hub_cache)
+    awake = plan_for(RECIPE_7B, ["grpo.kl_coef=0", "rollout.sleep_between_steps=false"], hub_cache=empty_hub_cache)
     assert awake.update_bytes == pytest.approx(asleep.update_bytes + 0.5 * GPU)
+    # with KL: vLLM's share through the update leaves no room for a replica of the reference model
+    with_kl = plan_for(RECIPE_7B, ["rollout.sleep_between_steps=false"], hub_cache=empty_hub_cache)
+    assert plan_for(RECIPE_7B, hub_cache=empty_hub_cache).reference_replicated and not with_kl.reference_replicated
+    assert with_kl.term("reference model").num_bytes == with_kl.term("policy weights").num_bytes  # partitioned
 
 
 def test_a_local_config_json_is_read_and_matches_the_bundled_shape(tmp_path, empty_hub_cache):
@@ -266,3 +284,23 @@ def test_a_shape_given_by_the_caller_is_used(in_repo):
     plan = memory_plan(cfg, world_size=2, gpus_per_node=2, gpu_memory_bytes=GPU, shape=shape)
     assert plan.term("vLLM weights").num_bytes == 2 * shape.num_params
     assert "small" in plan.lines()[0] and "shape from the caller" in plan.lines()[0]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_persistence_threshold_keeps_the_most_small_parameters_the_budget_allows(seed):
+    import random
+    from gainrl.ds_config import persistence_threshold, persistent_numel
+    rng = random.Random(seed)
+    numels = [rng.choice([64, 512, 4096, 4096, 65536, 10**6]) for _ in range(rng.randint(1, 30))]
+    budget = rng.randint(0, sum(numels) + 10)
+    candidates = sorted(set(numels)) + [max(numels) + 1]  # "persist everything smaller than t", t = each size
+    best = max(t for t in [min(numels)] + candidates if sum(n for n in numels if n < t) <= budget)
+    assert persistence_threshold(numels, budget) == best
+    assert persistent_numel(numels, best) <= budget
+
+
+def test_the_shapes_parameter_list_is_the_models(tiny_model_dir):
+    from gainrl.models import parameter_numels
+    shape, _ = load_model_shape(tiny_model_dir)
+    assert sorted(shape.param_numels()) == sorted(parameter_numels(tiny_model_dir))
+    assert sum(shape.param_numels()) == shape.num_params

@@ -18,7 +18,7 @@ def test_the_policys_scores_equal_the_offline_scorers(tiny_model_dir, tiny_token
     rows = load_rows(DataConfig(path=BUNDLED_ROWS, limit=12)).rows
     prompts = build_prompts(PromptBuilder(tiny_tokenizer, TrainRunConfig().prompt), rows)
     pad_id = tiny_tokenizer.pad_token_id
-    policy = FakePolicy(tiny_model_dir, 1, [])
+    policy = FakePolicy(tiny_model_dir, [])
     got = policy_scores(policy, rows, prompts, pad_id, max_tokens=300, w_inter=8.0)  # several batches
     offline = load_prefill_model(tiny_model_dir, -1, dtype="float32")
     records = score_batch(offline, rows, prompts, pad_id)

@@ -18,7 +18,7 @@ from gainrl.data import dataset_fingerprint, load_rows
 from gainrl.metric_names import phase_of
 from gainrl.prompts import PromptBuilder, build_prompts
 from gainrl.sampler import build_sampler
-from gainrl.trainer import LoopState, Run, TrainData, restore, run_training
+from gainrl.trainer import LoopState, Run, TrainData, no_grad_logprobs, restore, run_training, update_policy
 from gainrl.validation import ValidationSet
 from tests.fakes import FakePolicy, FakeReward, FakeRollout
 from tests.helpers import BUNDLED_ROWS
@@ -45,13 +45,72 @@ def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overri
     data = TrainData(rows[:NUM_ROWS], prompts[:NUM_ROWS], dataset_fingerprint(rows[:NUM_ROWS]))
     torch.manual_seed(cfg.seed)
     events = []
-    accumulation = cfg.train.prompts_per_step * GROUP_SIZE // cfg.train.micro_batch_size
     heldout = ValidationSet(rows[NUM_ROWS:], prompts[NUM_ROWS:]) if validate else None
-    policy = FakePolicy(tiny_model_dir, accumulation, events, nan_steps)
+    policy = FakePolicy(tiny_model_dir, events, nan_steps)
     rollout = FakeRollout(events, on_generate, policy.module, cfg.rollout.temperature, skip_pushes)
     run = Run(cfg, data, tiny_tokenizer, build_sampler(cfg.sampler, columns, NUM_ROWS, seed=cfg.seed), policy, None,
               rollout, FakeReward(), tiny_tokenizer.pad_token_id, heldout=heldout)
     return run, events
+
+
+def one_update(model_dir, parts, advantages, old_logp_forward: bool, **grpo):
+    """The change of every parameter under SGD of lr 1 (minus the accumulated gradient), the loss terms,
+    and what update_policy returns of its first pass."""
+    from gainrl.config import GrpoConfig
+    policy = FakePolicy(model_dir, [])
+    policy.optimizer = torch.optim.SGD(policy.module.parameters(), lr=1.0)
+    before = {name: p.detach().clone() for name, p in policy.module.named_parameters()}
+    cfg = GrpoConfig(**grpo)
+    old_logp = no_grad_logprobs(policy, None, parts, 0.9)[0] if old_logp_forward else None
+    sums, first_pass = update_policy(policy, cfg, 0.9, parts, advantages, old_logp, None)
+    delta = {name: p.detach() - before[name] for name, p in policy.module.named_parameters()}
+    return delta, sums, first_pass, old_logp
+
+
+def random_rollouts(vocab_size, lengths, seed=0):
+    from gainrl.algo import pack_sequences
+    generator = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(3, vocab_size, (4 + k % 3,), generator=generator).tolist() for k in range(len(lengths))]
+    responses = [torch.randint(3, vocab_size, (n,), generator=generator).tolist() for n in lengths]
+    advantages = torch.randn(len(lengths), generator=generator)
+    return pack_sequences(prompts, responses, pad_id=0), advantages
+
+
+def test_token_budget_micro_batches_and_the_skipped_forward_take_the_same_step(tiny_model_dir):
+    """Item 3: rows sorted by length and cut to a token budget accumulate the gradient of the fixed split.
+    Item 4: one update taking its old log-probs from its own forward makes the step of one that runs a
+    separate no-grad forward first (ratio 1, nothing clipped), and returns the same log-probs and angles."""
+    from gainrl.algo import micro_batches, padded_tokens, token_budget_micro_batches
+    lengths = [3, 40, 7, 2, 25, 12, 60, 5]  # long-tailed answers
+    seqs, advantages = random_rollouts(500, lengths)
+    tokens = seqs.attention_mask.sum(dim=1).tolist()
+    fixed_rows = micro_batches(len(lengths), 2)
+    budget_rows = token_budget_micro_batches(tokens, 80)
+    assert budget_rows == [[6], [1], [4, 5], [2, 7, 0, 3]]
+    assert (padded_tokens(tokens, budget_rows), padded_tokens(tokens, fixed_rows)) == (221, 304)
+
+    def parts(rows):
+        return [seqs.select(r) for r in rows], [advantages[r] for r in rows]
+
+    fixed = one_update(tiny_model_dir, *parts(fixed_rows), old_logp_forward=True)
+    budget = one_update(tiny_model_dir, *parts(budget_rows), old_logp_forward=True)
+    skipped = one_update(tiny_model_dir, *parts(budget_rows), old_logp_forward=False)
+    assert sum(float(d.abs().sum()) for d in fixed[0].values()) > 1e-3
+    for other in (budget, skipped):
+        for name in fixed[0]:
+            torch.testing.assert_close(other[0][name], fixed[0][name], atol=1e-6, rtol=1e-5, msg=name)
+        for key in ("loss", "ratio_sum", "num_tokens"):
+            assert other[1][key] == pytest.approx(fixed[1][key], rel=1e-6, abs=1e-7), key
+    assert skipped[1]["num_clipped_low"] == skipped[1]["num_clipped_high"] == 0
+    assert skipped[1]["ratio_sum"] == skipped[1]["num_tokens"]  # every ratio exactly 1
+    assert budget[2] is None and skipped[3] is None
+    first_logp, first_angle = skipped[2]
+    assert len(first_logp) == len(first_angle) == len(budget_rows)
+    for logp, old in zip(first_logp, budget[3]):
+        torch.testing.assert_close(logp, old, atol=1e-6, rtol=0)
+    # a second pass over the same batch needs the old log-probs of before the first: not taken from it
+    two = one_update(tiny_model_dir, *parts(budget_rows), old_logp_forward=True, updates_per_batch=2)
+    assert two[2] is None and two[1]["num_tokens"] == fixed[1]["num_tokens"]
 
 
 def records(path, name):
@@ -68,13 +127,14 @@ def test_each_step_runs_its_phases_in_order_and_pushes_the_updated_weights(tmp_p
                                                                            rows_and_prompts):
     run, events = make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts)
     last = run_training(run)
-    one_step = ["wake", "generate", "sleep"] + ["forward_no_grad"] * 2 + ["forward", "backward"] * 2 \
-        + ["optimizer_step", "sync_weights"]
+    # one update per batch: the old log-probs come from its forward (no separate no-grad one)
+    one_step = ["wake", "generate", "sleep"] + ["forward", "backward"] * 2 + ["optimizer_step", "sync_weights"]
     assert events == one_step * 4 + ["close"]  # 2 micro-batches per step; no validation set
     steps = records(tmp_path, "metrics.jsonl")
     assert [r["step"] for r in steps] == [1, 2, 3, 4] and [r["epoch"] for r in steps] == [0, 0, 1, 1]
-    assert last == steps[-1] and {"generate", "reward", "old_logprobs", "update", "push"} == \
+    assert last == steps[-1] and {"generate", "reward", "update", "push"} == \
         {phase_of(k) for k in last if phase_of(k)}
+    assert all(r["ratio_mean"] == 1.0 and r["clip_fraction"] == 0.0 for r in steps)
     assert all(r["num_skipped_steps"] == 0 and r["num_skipped_updates"] == 0 for r in steps)
     assert steps[0]["mu"] == steps[1]["mu"] != steps[2]["mu"]  # mu moves after an epoch only
     draws = records(tmp_path, "draws.jsonl")
