@@ -3,6 +3,8 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
+import sys
 import time
 from dataclasses import asdict
 
@@ -59,3 +61,19 @@ def ensure_model(args) -> str:
         raise RuntimeError(f"building {path} failed (exit code {proc.exitcode})")
     print(f"built {path} in {time.perf_counter() - start:.1f}s", flush=True)
     return path
+
+
+def run_on_ranks(script: str, args, argv, rank_main) -> None:
+    """The benchmark's entry point: under torchrun, `rank_main(args)` with one torch thread per rank;
+    otherwise build the model once and exec torchrun with `args.nproc` ranks on `script` and `argv`."""
+    if "LOCAL_RANK" in os.environ:
+        import torch
+        torch.set_num_threads(1)
+        rank_main(args)
+        return
+    path = ensure_model(args)
+    print(f"model {path}; relaunching under torchrun with {args.nproc} ranks", flush=True)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
+    os.execve(torchrun, [torchrun, "--standalone", f"--nproc_per_node={args.nproc}", os.path.abspath(script),
+                         *(argv if argv is not None else sys.argv[1:])], env)

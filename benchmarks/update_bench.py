@@ -4,9 +4,10 @@ are cut into micro-batches, and whether a separate no-grad forward computes the 
 Each rank holds the same number of rollouts: a fixed prompt length and response lengths drawn from
 a log-normal distribution (p95 / p5 = --spread, capped at --max-response), like GRPO answers of a
 few hundred to a few thousand tokens. Timed, interleaved over --repeats, in the same processes:
-  (a) fixed: `train.micro_batch_size` rows at a time in the order generated (each micro-batch cut
-      to its longest row), then the separate no-grad forward and the update (what a run with
-      grpo.updates_per_batch > 1 does);
+  (a) fixed: `train.micro_batch_size` rows at a time in the order generated, every micro-batch padded
+      to the step's longest row (the split before token budgets), then the separate no-grad forward
+      and the update (what every step did before, and a run with grpo.updates_per_batch > 1 does);
+  (a') the same, each micro-batch cut to its own longest row (the fixed split now);
   (b) token budget: rows sorted by length, cut to `train.max_tokens_per_micro_batch` padded tokens
       (by default the fixed split's worst case: micro_batch_size x the longest row, so neither
       needs more activation memory), as many micro-batches on every rank; forward and update as (a);
@@ -17,9 +18,9 @@ not change the work.
 
     .venv/bin/python benchmarks/update_bench.py          # relaunches itself under torchrun, 2 ranks
 
-The last line printed is `token_budget_vs_fixed=X skip_forward_vs_full=Y padded_fraction_before=A after=B`:
-X = median (a) / median (b), Y = median (b) / median (c), and the fraction of the forward's tokens
-that are padding under (a) and (b).
+The last line printed is `token_budget_vs_fixed=X skip_forward_vs_full=Y padded_fraction_before=A after=B
+vs_fixed_cut=Z`: X = median (a) / median (b), Y = median (b) / median (c), the fraction of the forward's
+tokens that are padding under (a) and (b), and Z = median (a') / median (b).
 """
 import os
 
@@ -28,14 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
 import math  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from bench_models import add_model_args, bench_model_path, ensure_model  # noqa: E402
+from bench_models import add_model_args, bench_model_path, run_on_ranks  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nproc", type=int, default=2, help="ranks (torchrun --nproc_per_node)")
     parser.add_argument("--repeats", type=int, default=3, help="timed learner phases per method, interleaved")
-    parser.add_argument("--rollouts-per-rank", type=int, default=16)
+    parser.add_argument("--rollouts-per-rank", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=24)
     parser.add_argument("--median-response", type=int, default=40, help="median response length (tokens)")
     parser.add_argument("--spread", type=float, default=10.0, help="p95 / p5 of the response lengths")
@@ -71,7 +71,7 @@ def response_lengths(args, rank: int) -> list[int]:
 
 def rank_main(args) -> None:
     from gainrl import dist
-    from gainrl.algo import group_advantages, pack_sequences, padded_tokens
+    from gainrl.algo import Sequences, group_advantages, pack_sequences, padded_tokens
     from gainrl.config import TrainRunConfig, load_config
     from gainrl.engine import build_policy
     from gainrl.trainer import no_grad_logprobs, plan_micro_batches, update_policy
@@ -94,14 +94,19 @@ def rank_main(args) -> None:
     advantages = group_advantages(torch.rand(len(lengths), generator=generator), 4, scale_by_std=True)
     tokens = seqs.attention_mask.sum(dim=1).tolist()
 
-    methods = {"fixed": ("fixed", True), "token_budget": ("token_budget", True),
+    methods = {"fixed_step_width": ("fixed", True), "fixed": ("fixed", True), "token_budget": ("token_budget", True),
                "token_budget_skip": ("token_budget", False)}
     rows = {name: plan_micro_batches(seqs, configs[config].train) for name, (config, _) in methods.items()}
+
+    def uncut(rows: list[int]) -> Sequences:  # the rows at the step's width, as micro-batches were before
+        index = torch.as_tensor(rows)
+        return Sequences(seqs.input_ids[index], seqs.attention_mask[index], seqs.response_mask[index],
+                         [seqs.response_lengths[r] for r in rows], seqs.sampled_logp[index])
 
     def learner_phase(name: str) -> float:
         config, separate = methods[name]
         cfg = configs[config]
-        parts = [seqs.select(r) for r in rows[name]]
+        parts = [uncut(r) if name == "fixed_step_width" else seqs.select(r) for r in rows[name]]
         dist.barrier()
         start = time.perf_counter()
         old_logp = no_grad_logprobs(policy, None, parts, 1.0)[0] if separate else None
@@ -119,7 +124,7 @@ def rank_main(args) -> None:
 
     real = dist.all_reduce_sums({"n": float(sum(tokens))})["n"]
     padded = {name: dist.all_reduce_sums({"n": float(padded_tokens(tokens, rows[name]))})["n"] for name in methods}
-    step_width = dist.all_reduce_sums({"n": float(len(tokens) * max(tokens))})["n"]  # every row to the step's longest
+    padded["fixed_step_width"] = dist.all_reduce_sums({"n": float(len(tokens) * max(tokens))})["n"]
     num_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in policy.module.parameters())
     all_lengths = [n for rank_lengths in dist.all_gather(lengths) for n in rank_lengths]
     if info.rank != 0:
@@ -136,26 +141,15 @@ def rank_main(args) -> None:
     for name in methods:
         print(f"  {name:<20} {len(rows[name]):>13} {1 - real / padded[name]:>7.1%} {medians[name]:>9.2f} "
               f"{min(times[name]):>7.2f}")
-    print(f"  (every micro-batch padded to the step's longest row, as before the split cut each to its own: "
-          f"{1 - real / step_width:.1%} padding)")
-    print(f"token_budget_vs_fixed={medians['fixed'] / medians['token_budget']:.2f} "
+    print(f"token_budget_vs_fixed={medians['fixed_step_width'] / medians['token_budget']:.2f} "
           f"skip_forward_vs_full={medians['token_budget'] / medians['token_budget_skip']:.2f} "
-          f"padded_fraction_before={1 - real / padded['fixed']:.2f} after={1 - real / padded['token_budget']:.2f}")
+          f"padded_fraction_before={1 - real / padded['fixed_step_width']:.2f} "
+          f"after={1 - real / padded['token_budget']:.2f} vs_fixed_cut={medians['fixed'] / medians['token_budget']:.2f}")
     dist.shutdown()
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    if "LOCAL_RANK" in os.environ:
-        torch.set_num_threads(1)
-        rank_main(args)
-        return
-    path = ensure_model(args)
-    print(f"model {path}; relaunching under torchrun with {args.nproc} ranks", flush=True)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
-    os.execve(torchrun, [torchrun, "--standalone", f"--nproc_per_node={args.nproc}", os.path.abspath(__file__),
-                         *(argv if argv is not None else sys.argv[1:])], env)
+    run_on_ranks(__file__, parse_args(argv), argv, rank_main)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from bench_models import add_model_args, bench_model_path, ensure_model  # noqa: E402
+from bench_models import add_model_args, bench_model_path, run_on_ranks  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -219,17 +218,7 @@ def rank_main(args) -> None:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    if "LOCAL_RANK" in os.environ:
-        torch.set_num_threads(1)
-        rank_main(args)
-        return
-    path = ensure_model(args)
-    print(f"model {path}; relaunching under torchrun with {args.nproc} ranks", flush=True)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
-    os.execve(torchrun, [torchrun, "--standalone", f"--nproc_per_node={args.nproc}", os.path.abspath(__file__),
-                         *(argv if argv is not None else sys.argv[1:])], env)
+    run_on_ranks(__file__, parse_args(argv), argv, rank_main)
 
 
 if __name__ == "__main__":

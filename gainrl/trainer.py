@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint, dist, metrics
 from .algo import (STAT_KEYS, Sequences, group_advantages, local_normalizer, logprob_gap, micro_batches,
-                   pack_sequences, policy_loss, token_budget_micro_batches, wasted_group_fraction)
+                   min_micro_batches, pack_sequences, policy_loss, token_budget_micro_batches, wasted_group_fraction)
 from .groups import collect_groups
 from .config import GrpoConfig, TrainConfig, TrainRunConfig, config_dict
 from .engine import build_policy, build_reference
@@ -196,7 +196,7 @@ def plan_micro_batches(seqs: Sequences, train: TrainConfig) -> list[list[int]]:
         return micro_batches(len(seqs.response_lengths), train.micro_batch_size)
     lengths = seqs.attention_mask.sum(dim=1).tolist()
     budget = train.max_tokens_per_micro_batch
-    most = max(dist.all_gather(len(token_budget_micro_batches(lengths, budget))))
+    most = max(dist.all_gather(min_micro_batches(lengths, budget)))
     return token_budget_micro_batches(lengths, budget, most)
 
 

@@ -3,7 +3,7 @@
 A micro-batch is a list of the batch's rows, cut to the longest of them (right padding: the columns
 past it are padding in every row, and a causal model's outputs before them do not depend on them).
 Either a fixed number of rows each, in order, or (`token_budget_micro_batches`) rows sorted by length
-and cut so that rows x longest row stays within a token budget: with answers of 200 to 3000 tokens
+and cut, where the least padding is wasted, so that rows x longest row stays within a token budget: with answers of 200 to 3000 tokens
 most of a fixed split's forward and backward goes to padding. Which rows go together does not change
 the step's gradient: every micro-batch's loss is normalised by the step's global token count."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from gainrl.algo.logprobs import align_to_scored
@@ -58,29 +59,49 @@ def micro_batches(num_rows: int, size: int) -> list[list[int]]:
     return [list(range(start, min(start + size, num_rows))) for start in range(0, num_rows, size)]
 
 
+def min_micro_batches(lengths: list[int], max_tokens: int) -> int:
+    """The fewest micro-batches of at most `max_tokens` padded tokens (rows x the longest row; a row longer
+    than that alone) that `lengths` can be cut into: filling length-sorted rows greedily is optimal."""
+    count = width = rows = 0
+    for length in sorted(lengths, reverse=True):
+        if rows and (rows + 1) * width <= max_tokens:
+            rows += 1
+        else:
+            count, width, rows = count + 1, length, 1
+    return count
+
+
 def token_budget_micro_batches(lengths: list[int], max_tokens: int, num_batches: Optional[int] = None
                                ) -> list[list[int]]:
-    """Rows (by `lengths`, their real tokens) sorted longest first and cut into micro-batches of at most
-    `max_tokens` padded tokens (rows x the longest row; a row longer than that is one micro-batch).
-    With `num_batches` (at least as many as the budget gives, at most one per row): exactly that many,
-    by halving the micro-batch with the most padded tokens (what makes every rank run the same number)."""
+    """Rows (by `lengths`, their real tokens) sorted longest first and cut into `num_batches` micro-batches
+    (default: the fewest the budget allows; another rank may need more) of at most `max_tokens` padded
+    tokens each (a row longer than that alone), where the cuts waste the least padding: a dynamic
+    program over the cut points, exact (the padded tokens of a run of sorted rows are its size x its
+    first row's length)."""
+    fewest = min_micro_batches(lengths, max_tokens)
+    count = fewest if num_batches is None else num_batches
+    if not fewest <= count <= len(lengths):
+        raise ValueError(f"{count} micro-batches asked of {len(lengths)} rows that the budget of {max_tokens} "
+                         f"tokens cuts into at least {fewest}")
     order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
-    batches: list[list[int]] = []
-    for row in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
-            batches[-1].append(row)
-        else:
-            batches.append([row])
-    if num_batches is not None:
-        if not len(batches) <= num_batches <= len(lengths):
-            raise ValueError(f"{num_batches} micro-batches asked of {len(lengths)} rows that the budget of "
-                             f"{max_tokens} tokens cuts into {len(batches)}")
-        while len(batches) < num_batches:
-            k = max((k for k in range(len(batches)) if len(batches[k]) > 1),
-                    key=lambda k: len(batches[k]) * lengths[batches[k][0]])
-            half = (len(batches[k]) + 1) // 2
-            batches[k:k + 1] = [batches[k][:half], batches[k][half:]]
-    return batches
+    width = np.array([lengths[row] for row in order], dtype=np.float64)
+    n = len(order)
+    size = np.arange(n + 1)[None, :] - np.arange(n)[:, None]  # size[i, j]: rows i..j-1 of the sorted order
+    most = np.maximum(1, max_tokens // width)[:, None]  # rows a micro-batch starting at row i may hold
+    cost = np.where((size >= 1) & (size <= most), size * width[:, None], np.inf)  # its padded tokens
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0  # best[j]: least padding of rows 0..j-1 in the micro-batches so far
+    starts = []
+    for _ in range(count):
+        total = best[:n, None] + cost
+        starts.append(total.argmin(axis=0))
+        best = total.min(axis=0)
+    batches, end = [], n
+    for start_of in reversed(starts):
+        start = int(start_of[end])
+        batches.append(order[start:end])
+        end = start
+    return batches[::-1]
 
 
 def padded_tokens(lengths: list[int], batches: list[list[int]]) -> int:

@@ -1,11 +1,14 @@
 """gainrl.algo against hand-computed values and brute force: advantages, log-probs, entropy, policy loss."""
 import math
+import random
 import statistics
+import time
 
 import pytest
 import torch
 
-from gainrl.algo import (align_to_scored, group_advantages, k3_kl, local_normalizer, pack_sequences, padded_tokens,
+from gainrl.algo import (align_to_scored, group_advantages, k3_kl, local_normalizer, min_micro_batches,
+                         pack_sequences, padded_tokens,
                          policy_loss, sequence_entropy, token_budget_micro_batches,
                          sequence_logprobs, token_entropy, token_logprobs, wasted_group_fraction)
 
@@ -293,27 +296,52 @@ def test_policy_loss_errors_name_the_problem():
 # ---------------------------------------------------------------- micro-batches
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_token_budget_micro_batches_against_their_definition(seed):
-    generator = torch.Generator().manual_seed(seed)
-    n = int(torch.randint(1, 40, (1,), generator=generator))
-    lengths = torch.randint(1, 300, (n,), generator=generator).tolist()
-    budget = int(torch.randint(50, 1200, (1,), generator=generator))
-    batches = token_budget_micro_batches(lengths, budget)
-    assert sorted(r for rows in batches for r in rows) == list(range(n))  # every row once
-    flat = [r for rows in batches for r in rows]
-    assert [lengths[r] for r in flat] == sorted(lengths, reverse=True)  # cut from the length-sorted rows
-    for k, rows in enumerate(batches):
-        assert len(rows) == 1 or len(rows) * max(lengths[r] for r in rows) <= budget
-        if k + 1 < len(batches):  # greedy: the next row would not have fitted
-            assert (len(rows) + 1) * lengths[rows[0]] > budget
-    for count in range(len(batches), n + 1):  # as many as another rank needs
-        split = token_budget_micro_batches(lengths, budget, count)
-        assert len(split) == count and sorted(r for rows in split for r in rows) == list(range(n))
-        assert all(len(rows) == 1 or len(rows) * max(lengths[r] for r in rows) <= budget for rows in split)
-        assert padded_tokens(lengths, split) <= padded_tokens(lengths, batches)
+def within(lengths, rows, budget):
+    return len(rows) == 1 or len(rows) * max(lengths[r] for r in rows) <= budget
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_token_budget_micro_batches_against_brute_force(seed):
+    """The fewest micro-batches, and for each count the least padding, over every cut of the rows (in any
+    order: every set partition for up to 7 rows) that keeps each micro-batch within the budget."""
+    rng = random.Random(seed)
+    n = rng.randint(1, 7)
+    lengths = [rng.randint(1, 300) for _ in range(n)]
+    budget = rng.randint(50, 1200)
+    partitions = [p for p in set_partitions(list(range(n))) if all(within(lengths, rows, budget) for rows in p)]
+    fewest = min(len(p) for p in partitions)
+    assert min_micro_batches(lengths, budget) == fewest
+    for count in range(fewest, n + 1):
+        batches = token_budget_micro_batches(lengths, budget, count)
+        assert len(batches) == count and sorted(r for rows in batches for r in rows) == list(range(n))
+        assert all(within(lengths, rows, budget) for rows in batches)
+        least = min(padded_tokens(lengths, p) for p in partitions if len(p) == count)
+        assert padded_tokens(lengths, batches) == least
+    assert token_budget_micro_batches(lengths, budget) == token_budget_micro_batches(lengths, budget, fewest)
     with pytest.raises(ValueError, match=f"{n + 1} micro-batches asked of {n} rows"):
         token_budget_micro_batches(lengths, budget, n + 1)
+
+
+def set_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in set_partitions(rest):
+        yield [[first], *partition]
+        for k in range(len(partition)):
+            yield [*partition[:k], [first, *partition[k]], *partition[k + 1:]]
+
+
+def test_token_budget_micro_batches_of_a_large_step_are_quick_and_sorted():
+    rng = random.Random(0)
+    lengths = [min(3000, int(rng.lognormvariate(6, 0.7))) + 200 for _ in range(1024)]  # a 7B rank's 1024 rollouts
+    start = time.perf_counter()
+    batches = token_budget_micro_batches(lengths, 8192)
+    assert time.perf_counter() - start < 20  # seconds: minutes-long steps; typically well under one
+    flat = [r for rows in batches for r in rows]
+    assert [lengths[r] for r in flat] == sorted(lengths, reverse=True)
+    assert padded_tokens(lengths, batches) < 1.1 * sum(lengths)
 
 
 def test_a_micro_batch_cut_to_its_longest_row_scores_like_the_whole_padded_batch(tiny_model_dir):

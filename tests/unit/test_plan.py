@@ -178,11 +178,15 @@ def test_a_kv_cache_short_of_one_sequence_asks_for_more_utilization(in_repo, emp
 
 
 def test_activations_over_the_gpu_name_gradient_checkpointing(in_repo, empty_hub_cache):
-    plan = plan_for(RECIPE_7B, ["train.gradient_checkpointing=false", "train.micro_batch_size=4"],
+    plan = plan_for(RECIPE_7B, ["train.gradient_checkpointing=false", "train.max_tokens_per_micro_batch=16096"],
                     hub_cache=empty_hub_cache)
     assert plan.verdict.startswith("does not fit: update phase needs")
     assert "largest term activations, no checkpointing" in plan.verdict
-    assert "train.gradient_checkpointing=true" in plan.verdict
+    assert "train.gradient_checkpointing=true or a smaller train.max_tokens_per_micro_batch" in plan.verdict
+    fixed = plan_for(RECIPE_7B, ["train.gradient_checkpointing=false", "train.max_tokens_per_micro_batch=null",
+                                 "train.micro_batch_size=4"], hub_cache=empty_hub_cache)
+    assert fixed.term("activations, no checkpointing").num_bytes == plan.term("activations, no checkpointing").num_bytes
+    assert "train.gradient_checkpointing=true or a smaller train.micro_batch_size" in fixed.verdict
 
 
 def test_awake_vllm_counts_in_the_update(in_repo, empty_hub_cache):
