@@ -159,6 +159,12 @@ class RolloutConfig:
     max_num_batched_tokens: Optional[int] = None  # vLLM's tokens per scheduler step; None = vLLM's default
     cpu_kv_cache_gib: float = 1.0  # vLLM-CPU KV cache per rank
     push_bucket_mib: int = 256  # weight push: gathered bytes per bucket from ZeRO-3 shards to vLLM
+    # consecutive ranks of a node share one vLLM engine split over their GPUs (vLLM's tensor parallelism): a
+    # model too large for one GPU beside the learner's shards; each rank still trains on its own share
+    tensor_parallel_size: int = 1
+    # the learner's weights, gradients and optimizer states leave the GPU while vLLM generates (DeepSpeed's
+    # offload_states / reload_states; the optimizer states only with optim.fused_adam, which DeepSpeed requires)
+    offload_learner: bool = False
 
 
 @dataclass
@@ -371,6 +377,7 @@ def validate_training(cfg: TrainRunConfig) -> None:
     require(0 < r.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization", "must be in (0, 1)")
     require(r.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib", "must be positive")
     require(r.push_bucket_mib > 0, "rollout.push_bucket_mib", "must be positive")
+    require(r.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
     require(cfg.reward.kind in ("math", "code"), "reward.kind", f"unknown reward {cfg.reward.kind!r} (math, code)")
     if cfg.reward.kind == "code":  # the sandbox job needs the row's prompt (data.problem_field) and these
         missing = [f for f in ("entry_point", "test", "test_type") if f not in cfg.data.keep_fields]

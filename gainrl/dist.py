@@ -36,7 +36,7 @@ def init_distributed(timeout_s: int = 1800) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world_size = _local_world_size()
+    local_world_size = ranks_on_node()
     check_devices(probe_devices(dist.is_nccl_available()), local_world_size)  # a GPU node must not fall back to CPU without a word
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
@@ -55,7 +55,8 @@ def init_distributed(timeout_s: int = 1800) -> DistInfo:
     return DistInfo(rank, world_size, local_rank, local_world_size, device)
 
 
-def _local_world_size() -> int:
+def ranks_on_node() -> int:
+    """Ranks started on this node (the launcher's LOCAL_WORLD_SIZE; WORLD_SIZE for a one-node launch)."""
     # torchrun sets LOCAL_WORLD_SIZE, the deepspeed launcher LOCAL_SIZE
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", os.environ.get("WORLD_SIZE", "1"))))
 
@@ -66,7 +67,7 @@ def all_local_cores():
     at a barrier (rank 0 building the inputs alone); restores the thread count after."""
     threads = torch.get_num_threads()
     if not torch.cuda.is_available():
-        torch.set_num_threads(min(os.cpu_count() or 1, threads * _local_world_size()))
+        torch.set_num_threads(min(os.cpu_count() or 1, threads * ranks_on_node()))
     try:
         yield
     finally:
@@ -125,6 +126,40 @@ def all_gather(obj) -> list:
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+@dataclass(frozen=True)
+class RankGroup:
+    """This rank's group of `size` consecutive ranks: the group's `index` and this rank's place in it."""
+    index: int
+    rank: int
+    size: int
+    handle: object = None  # torch's ProcessGroup (gloo); None for a group of one
+
+    def all_gather(self, obj) -> list:
+        """Every member returns the list of every member's `obj`, in rank order."""
+        if self.handle is None:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj, group=self.handle)
+        return out
+
+
+def consecutive_groups(size: int) -> RankGroup:
+    """Split the ranks into groups of `size` consecutive ones and return this rank's group. A collective:
+    every rank calls it at the same point (torch builds every group on every rank, in the same order).
+    Objects cross the group over gloo, whatever the default backend (no GPU copy of pickled bytes)."""
+    rank, world_size = get_rank(), get_world_size()
+    if world_size % size:
+        raise ValueError(f"groups of {size} consecutive ranks do not divide {world_size} ranks")
+    if size == 1:
+        return RankGroup(rank, 0, 1)
+    handle = None
+    for first in range(0, world_size, size):
+        group = dist.new_group(list(range(first, first + size)), backend="gloo")
+        if first <= rank < first + size:
+            handle = group
+    return RankGroup(rank // size, rank % size, size, handle)
 
 
 def shutdown() -> None:

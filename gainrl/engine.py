@@ -115,6 +115,22 @@ class DeepSpeedModel:
         self.engine.set_gradient_accumulation_boundary(last)
         self.engine.backward(loss * dist.get_world_size(), scale_wrt_gas=False)
 
+    def offload(self) -> list[str]:
+        """Move the learner's state to CPU memory while vLLM generates (rollout.offload_learner): DeepSpeed's
+        offload_states of the weight shards, gradient partitions and reduce buffers, and of the fp32 master
+        weights and Adam states where DeepSpeed allows it (FusedAdam only). Returns the states moved."""
+        from deepspeed.ops.adam import FusedAdam
+        from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State
+        states = [State.lp_params, State.lp_grads, State.contiguous_grad_buffer]
+        if isinstance(self.engine.optimizer.optimizer, FusedAdam):
+            states += [State.hp_params, State.optim_states]
+        self.engine.offload_states(include=states, pin_memory=self.device.type == "cuda")
+        return [state.value for state in states]
+
+    def reload(self) -> None:
+        """Bring back what offload() moved."""
+        self.engine.reload_states()
+
     def step(self) -> None:
         """DeepSpeed steps the optimizer after the micro-batch that ends the accumulation only."""
         self.engine.step()
@@ -177,6 +193,12 @@ def build_policy(cfg: TrainRunConfig, device: torch.device, gradient_accumulatio
     def constant_after_warmup(optimizer):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
 
+    zero = ds_config.get("zero_optimization", {})
+    if cfg.rollout.offload_learner and (zero.get("stage") != 3 or zero.get("offload_param", {}).get("device", "none")
+                                        != "none"):
+        raise ValueError(f"config key 'rollout.offload_learner': needs ZeRO stage 3 without offload_param "
+                         f"(DeepSpeed's offload_states), but train.ds_config {cfg.train.ds_config} has stage "
+                         f"{zero.get('stage', 0)}{' with offload_param' if zero.get('stage') == 3 else ''}")
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
                                                                      if p.requires_grad],
                                       config=ds_config, lr_scheduler=constant_after_warmup)

@@ -76,12 +76,13 @@ def join(parts: list[Groups]) -> Groups:
 
 def generate_and_grade(run, rows: list[int], group_size: int, timer: PhaseTimer) -> Groups:
     """`group_size` rollouts of each row's prompt with the (awake) engine, and their rewards. `run`: what
-    holds the data, rollout engine, tokenizer and reward (the trainer's Run, or the pass-rate job's)."""
-    if not rows:
-        return Groups([], [], [], torch.zeros(0))
+    holds the data, rollout engine, tokenizer and reward (the trainer's Run, or the pass-rate job's). The
+    engine is called even with no rows: with tensor parallelism its members generate together."""
     prompts = [run.data.prompts[i] for i in rows]
     with timer("generate"):
         completions = run.rollout.generate([p.input_ids for p in prompts], group_size)
+    if not rows:
+        return Groups([], [], [], torch.zeros(0))
     with timer("reward"):
         texts = run.tokenizer.batch_decode([c.token_ids for group in completions for c in group],
                                            skip_special_tokens=True)

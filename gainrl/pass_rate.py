@@ -31,6 +31,7 @@ from .groups import generate_and_grade
 from .inputs import ensure_inputs
 from .metrics import PhaseTimer
 from .models import checkpoint_fingerprint, dtype_name, load_tokenizer, resolve_dtype
+from .preflight import check_tensor_parallel
 from .prompts import Prompt
 from .rewards.training import Reward, build_reward
 from .rollout import RolloutEngine
@@ -130,11 +131,13 @@ def columns_from_counts(rows: list[Row], prompts: list[Prompt], counts: dict[int
 
 
 def count_passes(job: Job, rows: list[int], samples: int, prompts_per_batch: int,
-                 done=lambda n: None) -> tuple[dict[int, tuple[int, int, int]], int]:
+                 done=lambda n: None, num_calls: int = 0) -> tuple[dict[int, tuple[int, int, int]], int]:
     """counts[row position] = (correct rollouts, rollouts, response tokens) of `samples` rollouts of each of
-    `rows`, in generate calls of `prompts_per_batch` prompts (done(n) after each); and the reward's errors."""
+    `rows`, in generate calls of `prompts_per_batch` prompts (done(n) after each), at least `num_calls` of
+    them (empty ones last: the members of a tensor-parallel engine generate together); and the reward's errors."""
     counts, errors = {}, 0
-    for batch in batches(rows, prompts_per_batch):
+    todo = batches(rows, prompts_per_batch)
+    for batch in todo + [[]] * (num_calls - len(todo)):
         groups = generate_and_grade(job, batch, samples, PhaseTimer())
         outcomes = groups.outcomes()
         counts.update({int(r): (int(c), int(n), int(t)) for r, c, n, t in
@@ -164,6 +167,7 @@ def look_for_finished(cfg: PassRateRunConfig, path: str, data, metadata: dict) -
 
 def run_pass_rates(cfg: PassRateRunConfig, info: dist.DistInfo) -> Optional[str]:
     """Sample and grade cfg.pass_rate.samples rollouts of every row; returns the file's path on rank 0."""
+    check_tensor_parallel(cfg.rollout.tensor_parallel_size, info.world_size, info.local_world_size)
     ensure_inputs(cfg)
     started = time.perf_counter()  # the job's cost: from here (the inputs exist) to the file
     tokenizer = load_tokenizer(cfg.model.path)
@@ -188,7 +192,8 @@ def run_pass_rates(cfg: PassRateRunConfig, info: dist.DistInfo) -> Optional[str]
         job = Job(data, rollout, tokenizer, build_reward(cfg.reward))  # in the launcher's barrier
         bar = metrics.progress(len(mine), f"pass rates (rank 0 of {info.world_size})")
         try:
-            counts, errors = count_passes(job, mine, k, cfg.pass_rate.prompts_per_batch, bar.update)
+            num_calls = max(dist.all_gather(len(batches(mine, cfg.pass_rate.prompts_per_batch))))
+            counts, errors = count_passes(job, mine, k, cfg.pass_rate.prompts_per_batch, bar.update, num_calls)
         finally:
             bar.close()
             job.reward.close()

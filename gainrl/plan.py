@@ -7,9 +7,12 @@ nothing runs on a GPU. The trainer prints the same plan at start-up (`memory_pla
 per GPU, W = gpus_per_node x nodes ranks. Two phases share each GPU:
 - generation: the learner's resident state (weights, gradients, optimizer, reference model,
   context) + vLLM's share (rollout.gpu_memory_utilization of the whole GPU), which vLLM needs
-  free when it is built after the learner;
+  free when it is built after the learner. With rollout.offload_learner the learner's weights,
+  gradients (and, with optim.fused_adam, its optimizer states) are in CPU memory meanwhile; a third
+  phase then counts the weight push (the learner back whole, vLLM's weights, one bucket);
 - update: the resident state + ZeRO-3's gathered parameters + one micro-batch's activations and
   logits (+ vLLM's share when rollout.sleep_between_steps is false: it then keeps its memory).
+vLLM's weights and KV heads are split over rollout.tensor_parallel_size GPUs.
 Every term is an estimate with its assumption written next to it; the allowances are round numbers.
 """
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from huggingface_hub import try_to_load_from_cache
@@ -32,7 +35,6 @@ MODEL_SHAPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets"
 CONTEXT_ALLOWANCE = 2.5 * GIB  # CUDA context, NCCL buffers, ZeRO's reduce buckets, allocator fragmentation
 VLLM_ALLOWANCE = 1.5 * GIB  # vLLM's own activations (its profiling peak), sampler buffers and CUDA graphs
 LOGPROB_CHUNK_TOKENS = 256  # gainrl.algo.logprobs.DEFAULT_CHUNK_TOKENS: positions upcast to fp32 at a time
-VLLM_TENSOR_PARALLEL = 1  # gainrl/rollout/engine.py builds one full copy per rank (tensor_parallel_size=1)
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}  # the plan is for GPUs: auto = bfloat16
 OFF_GPU = ("cpu", "nvme")  # DeepSpeed offload devices
 
@@ -199,6 +201,28 @@ class Plan:
     vllm_in_update: bool  # rollout.sleep_between_steps is false: vLLM keeps its share through the update
     problems: list[str]
     reference_replicated: bool = False  # ZeRO-3: the reference model fits beside the learner whole
+    offloaded: list[Term] = field(default_factory=list)  # parts of resident terms in CPU memory while vLLM
+    #                                                      generates (rollout.offload_learner), same names
+    push_bucket_bytes: float = 0.0  # rollout.push_bucket_mib: gathered weights on their way to vLLM
+
+    @property
+    def offloaded_bytes(self) -> float:
+        return sum(t.num_bytes for t in self.offloaded)
+
+    @property
+    def generation_resident_bytes(self) -> float:
+        """The learner's state on the GPU while vLLM generates (and when vLLM is built)."""
+        return self.resident_bytes - self.offloaded_bytes
+
+    @property
+    def push_bytes(self) -> float:
+        """The weight push: the learner back whole, vLLM's weights awake (its KV cache not yet), one bucket.
+        Without the offload it is less than the generation phase; with it, it can be the larger one."""
+        return self.resident_bytes + self.vllm[0].num_bytes + self.push_bucket_bytes
+
+    def phases(self) -> list[tuple[str, float]]:
+        return [("generation", self.generation_bytes), ("update", self.update_bytes)] \
+            + ([("push", self.push_bytes)] if self.offloaded else [])
 
     @property
     def resident_bytes(self) -> float:
@@ -210,7 +234,7 @@ class Plan:
 
     @property
     def generation_bytes(self) -> float:
-        return self.resident_bytes + self.vllm_bytes
+        return self.generation_resident_bytes + self.vllm_bytes
 
     @property
     def update_bytes(self) -> float:
@@ -225,7 +249,7 @@ class Plan:
     def verdict(self) -> str:
         if self.problems:
             return "does not fit: " + "; also ".join(self.problems)
-        phase, peak = max([("generation", self.generation_bytes), ("update", self.update_bytes)], key=lambda p: p[1])
+        phase, peak = max(self.phases(), key=lambda p: p[1])
         return f"fits: peak {gib(peak)} of {gib(self.gpu_memory_bytes)} GiB per GPU ({phase} phase)"
 
     def term(self, name: str) -> Term:
@@ -239,16 +263,21 @@ class Plan:
             return f"  {t.name:<38}{gib(t.num_bytes):>7}  {t.note}"
 
         update_sum = "resident + update" + (" + vLLM" if self.vllm_in_update else "")
+        generation = "resident + vLLM" if not self.offloaded else "resident - offloaded + vLLM"
+        offload = [f"  {'offloaded while vLLM generates':<38}{gib(self.offloaded_bytes):>7}  "
+                   f"{', '.join(t.name for t in self.offloaded)} (rollout.offload_learner)"] if self.offloaded else []
+        push = [f"  {'push: resident + vLLM weights':<38}{gib(self.push_bytes):>7}  and one "
+                f"{gib(self.push_bucket_bytes)} GiB bucket (rollout.push_bucket_mib)"] if self.offloaded else []
         return (self.header
                 + [f"{'learner, resident in both phases':<40}{'GiB':>7}"] + [row(t) for t in self.resident]
-                + [f"  {'resident':<38}{gib(self.resident_bytes):>7}",
+                + [f"  {'resident':<38}{gib(self.resident_bytes):>7}", *offload,
                    f"vLLM: its share {gib(self.vllm_share_bytes)} GiB (rollout.gpu_memory_utilization x GPU)"
                    + ("" if self.vllm_in_update else ", freed during the update")]
                 + [row(t) for t in self.vllm] + [f"  {self.kv_line}", "learner update, one micro-batch"]
                 + [row(t) for t in self.update] + [row(self.activations_unused) + " (not used)"]
                 + ["phases",
-                   f"  {'generation: resident + vLLM':<38}{gib(self.generation_bytes):>7}",
-                   f"  {'update: ' + update_sum:<38}{gib(self.update_bytes):>7}",
+                   f"  {'generation: ' + generation:<38}{gib(self.generation_bytes):>7}",
+                   f"  {'update: ' + update_sum:<38}{gib(self.update_bytes):>7}", *push,
                    self.verdict])
 
 
@@ -328,35 +357,38 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
     ]
     resident_bytes = sum(term.num_bytes for term in resident)
 
-    # -- vLLM: one full copy per rank in its share of the GPU; the KV cache gets what is left ---------
+    # -- vLLM: a copy per TP group of ranks in its share of each GPU; the KV cache gets what is left ------
     share = r.gpu_memory_utilization * G
-    vllm_weights = b * P / VLLM_TENSOR_PARALLEL
-    kv_per_token = shape.kv_bytes_per_token(b)
+    tp = r.tensor_parallel_size
+    vllm_weights = b * P / tp
+    # each GPU holds its slice of the KV heads (whole heads: replicated when there are fewer than tp)
+    kv_per_token = shape.kv_bytes_per_token(b) * math.ceil(shape.num_kv_heads / tp) // shape.num_kv_heads
     kv_bytes = share - vllm_weights - VLLM_ALLOWANCE
     kv_tokens = max(0, int(kv_bytes // kv_per_token))
     kv_sequences = kv_tokens // seq_tokens
     least = vllm_weights + VLLM_ALLOWANCE + seq_tokens * kv_per_token  # vLLM refuses less than one sequence's KV
     utilization_needed = math.ceil(least / G * 100) / 100
-    tensor_parallel = "vLLM tensor parallelism (rollout.tensor_parallel_size, not supported yet)"
+    tensor_parallel = f"a larger rollout.tensor_parallel_size (now {tp}; divides the GPUs per node)"
     if least > G:
-        weights_knob = f"one full copy per rank does not fit a GPU: {tensor_parallel}"
+        weights_knob = f"vLLM's weights over {tp} GPU{'s' if tp > 1 else ''} do not fit one: {tensor_parallel}"
     elif least > share:
         weights_knob = f"raise rollout.gpu_memory_utilization to at least {utilization_needed:.2f} or {tensor_parallel}"
     else:
         weights_knob = f"{tensor_parallel}, or make room in the learner's state: {knob}"
     most_share = math.floor((G - resident_bytes) / G * 100) / 100
     vllm = [
-        Term("vLLM weights", vllm_weights, f"{dtype}, full copy (tensor parallel {VLLM_TENSOR_PARALLEL})",
-             weights_knob),
+        Term("vLLM weights", vllm_weights, f"{dtype}, " + (f"1/{tp} of a copy (tensor parallel {tp})" if tp > 1
+                                                           else "full copy (tensor parallel 1)"), weights_knob),
         Term("vLLM activations and CUDA graphs", VLLM_ALLOWANCE, "allowance",
              "a fixed allowance: make room in the other terms"),
         Term("vLLM KV cache", max(kv_bytes, least - vllm_weights - VLLM_ALLOWANCE),
              "the rest of the share" if least <= share else "one sequence: the least vLLM starts with",
              f"lower rollout.gpu_memory_utilization (the learner leaves room for at most {most_share:.2f})"),
     ]
-    per_rank = t.prompts_per_step // W * g.group_size
-    kv_line = (f"KV cache left in the share: {kv_tokens:,} tokens at {kv_per_token:,} B = {kv_sequences:,} "
-               f"full-length sequences of {seq_tokens} tokens (a rank generates {per_rank:,} per step)")
+    per_engine = t.prompts_per_step // W * g.group_size * tp
+    kv_line = (f"KV cache left in the share: {kv_tokens:,} tokens at {kv_per_token:,} B per GPU = {kv_sequences:,} "
+               f"full-length sequences of {seq_tokens} tokens (an engine of {tp} GPU{'s' if tp > 1 else ''} "
+               f"generates {per_engine:,} per step)")
 
     # -- the update: gathered parameters, one micro-batch's activations and logits -----------------
     largest_module = max(shape.layer_params, shape.embedding_params)
@@ -404,12 +436,17 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
         f"  sequences of {seq_tokens} tokens ({r.max_prompt_tokens} prompt + {r.max_new_tokens} new), "
         f"micro-batch {micro_batch}, gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}, "
         f"reference model {'yes' if g.kl_coef > 0 else 'no'}, vLLM "
-        + ("asleep during the update" if r.sleep_between_steps else "awake during the update"),
+        + ("asleep during the update" if r.sleep_between_steps else "awake during the update")
+        + f", tensor parallel {r.tensor_parallel_size}" + (", learner offloaded while vLLM generates"
+                                                           if r.offload_learner else ""),
     ]
     plan = Plan(header=header, gpu_memory_bytes=G, resident=resident, vllm=vllm, vllm_share_bytes=share,
                 kv_line=kv_line, update=update,
                 activations_unused=full_term if t.gradient_checkpointing else checkpointed_term,
                 vllm_in_update=not r.sleep_between_steps, problems=[])
+    if r.offload_learner:
+        plan.offloaded = learner_offload(zero, b * P / W, optimizer, fused_adam=cfg.optim.fused_adam)
+        plan.push_bucket_bytes = r.push_bucket_mib * 2**20
     plan.problems = find_problems(plan, kv_sequences, seq_tokens, utilization_needed)
     if g.kl_coef > 0 and zero.stage == 3 and plan.fits:  # a plain replica, if the learner still fits with it
         extra = b * P - reference
@@ -422,12 +459,30 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
     return plan
 
 
+def learner_offload(zero: ZeroSetup, weight_shard: float, optimizer: float, fused_adam: bool) -> list[Term]:
+    """What rollout.offload_learner moves to CPU memory while vLLM generates (DeepSpeed's offload_states, ZeRO-3
+    only): the weight and gradient shards (the whole persistent parameters stay), and the optimizer states
+    only with FusedAdam (DeepSpeed refuses them for torch's optimizers)."""
+    if zero.stage != 3 or zero.offload_param:
+        raise ValueError("config key 'rollout.offload_learner': needs ZeRO-3 without offload_param (DeepSpeed's "
+                         "offload_states): use ds_configs/zero3.json, or turn it off")
+    moved = [Term("policy weights", weight_shard, "its shard", ""),
+             Term("gradients", 0 if zero.offload_optimizer else weight_shard, "its shard", "")]
+    if fused_adam:
+        moved.append(Term("optimizer states", optimizer, "fp32 master and Adam states", ""))
+    return moved
+
+
 def find_problems(plan: Plan, kv_sequences: int, seq_tokens: int, utilization_needed: float) -> list[str]:
     """Each phase over the GPU's memory, named with its largest term and that term's knob; a KV cache short
     of one full-length sequence."""
     G, problems = plan.gpu_memory_bytes, []
-    phases = [("generation", plan.generation_bytes, plan.resident + plan.vllm),
+    kept = [Term(t.name, t.num_bytes - sum(o.num_bytes for o in plan.offloaded if o.name == t.name), t.note, t.knob)
+            for t in plan.resident]
+    phases = [("generation", plan.generation_bytes, kept + plan.vllm),
               ("update", plan.update_bytes, plan.resident + plan.update + (plan.vllm if plan.vllm_in_update else []))]
+    if plan.offloaded:
+        phases.append(("push", plan.push_bytes, plan.resident + plan.vllm[:1]))
     for phase, total, terms in phases:
         if total > G:
             largest = max(terms, key=lambda t: t.num_bytes)

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_EPOCH_LINES = 40  # more epoch boundaries than this would grey out the plot: only the top axis marks them
 PHASE_COLORS = {"generate": "tab:blue", "reward": "tab:orange", "old_logprobs": "tab:green", "update": "tab:red",
-                "push": "tab:purple"}
+                "push": "tab:purple", "offload": "tab:gray"}
 OPTIMIZATION_KEYS = (("loss", "policy loss"), ("kl_mean", "KL to reference"), ("grad_norm", "gradient norm"),
                      ("clip_fraction", "clipped token fraction"), ("ratio_mean", "mean ratio"),
                      ("entropy_mean", "entropy"), ("angle_mean", "training-time angle signal"),

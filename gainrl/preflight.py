@@ -80,7 +80,7 @@ def check_memory_split(plan, utilization: float) -> None:
     """vLLM takes `utilization` of the GPU when it starts, after the learner is built: refuse a split that
     leaves the learner's resident state (gainrl.plan) no room, before any model is built."""
     total = plan.gpu_memory_bytes
-    left, resident = (1 - utilization) * total, plan.resident_bytes
+    left, resident = (1 - utilization) * total, plan.generation_resident_bytes  # rollout.offload_learner: less
     if resident > left:
         most = max(0.0, 1 - resident / total)
         raise StartupError(
@@ -88,3 +88,13 @@ def check_memory_split(plan, utilization: float) -> None:
             f"GiB of each GPU and leaves {left / 2**30:.1f} GiB, but the learner's resident state needs "
             f"{resident / 2**30:.1f} GiB (gainrl.plan, printed above): lower it to at most {most:.2f}, or shrink "
             "the learner (more nodes, ds_configs/zero3_offload.json)")
+
+
+def check_tensor_parallel(tensor_parallel_size: int, world_size: int, ranks_on_node: int) -> None:
+    """vLLM's tensor-parallel groups are consecutive ranks of one node (its all-reduces stay on NVLink):
+    the group size must divide the ranks per node (and so the world)."""
+    if ranks_on_node % tensor_parallel_size or world_size % tensor_parallel_size:
+        raise StartupError(
+            f"config key 'rollout.tensor_parallel_size': {tensor_parallel_size} must divide the ranks per node "
+            f"({ranks_on_node}) and the world size ({world_size}): each vLLM engine spans that many consecutive "
+            "ranks of one node")

@@ -11,6 +11,7 @@ through the `Policy` and `Rollout` protocols (gainrl.protocols; tests drive it w
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from .engine import build_policy, build_reference
 from .inputs import ensure_inputs
 from .metric_names import phase_seconds_key
 from .plan import memory_plan
-from .preflight import check_memory_split
+from .preflight import check_memory_split, check_tensor_parallel
 from .models import dtype_name, load_tokenizer, pad_token_id, resolve_dtype
 from .prompts import PromptBuilder
 from .protocols import Policy, Rollout
@@ -114,6 +115,7 @@ class Run:
 def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     if not os.path.isfile(cfg.train.ds_config):  # before the minutes of building, scoring and loading
         raise ValueError(f"config key 'train.ds_config': DeepSpeed config not found: {cfg.train.ds_config}")
+    check_tensor_parallel(cfg.rollout.tensor_parallel_size, info.world_size, info.local_world_size)
     resume_from = checkpoint.resume_point(cfg)
     ensure_inputs(cfg)
     plan = None
@@ -141,10 +143,18 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     # the reference model whole on every rank where the plan says it fits (on CPU: the small models run there)
     reference = build_reference(cfg, info.device, replicate=plan.reference_replicated if plan is not None
                                 else info.device.type != "cuda")
-    rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed,  # the engine adds the rank
-                            dtype=dtype_name(resolve_dtype(cfg.model.dtype, info.device)),
-                            max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens,
-                            weights_from_learner=True)  # no read of the weights from disk on every rank
+    if cfg.rollout.offload_learner:
+        metrics.log("rollout.offload_learner: " + ", ".join(policy.offload()) + " go to CPU memory while vLLM "
+                    "generates" + ("" if cfg.optim.fused_adam else " (the optimizer states stay: DeepSpeed moves "
+                                   "them for FusedAdam only, optim.fused_adam=true)"))  # vLLM starts in the room
+    try:
+        rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed,  # the engine adds its group index
+                                dtype=dtype_name(resolve_dtype(cfg.model.dtype, info.device)),
+                                max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens,
+                                weights_from_learner=True)  # no read of the weights from disk on every rank
+    finally:
+        if cfg.rollout.offload_learner:
+            policy.reload()
     run = Run(cfg, data, tokenizer, sampler, policy, reference, rollout, build_reward(cfg.reward),
               pad_token_id(tokenizer), heldout, score_file)
     if resume_from is not None:
@@ -187,6 +197,22 @@ def restore(run: Run, path: str) -> None:
 
 
 # ---- one optimizer step -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def learner_offloaded(run: Run, timer: Optional[metrics.PhaseTimer] = None):
+    """With rollout.offload_learner, the learner's state in CPU memory while the body runs (vLLM generating),
+    back on the GPU after it; the moves are timed as the "offload" phase."""
+    if not run.cfg.rollout.offload_learner:
+        yield
+        return
+    with timer("offload") if timer is not None else contextlib.nullcontext():
+        run.policy.offload()
+    try:
+        yield
+    finally:
+        with timer("offload") if timer is not None else contextlib.nullcontext():
+            run.policy.reload()
+
 
 def plan_micro_batches(seqs: Sequences, train: TrainConfig) -> list[list[int]]:
     """This rank's micro-batches (rows of `seqs`): `train.micro_batch_size` rows each, or cut to
@@ -280,7 +306,8 @@ def train_step(run: Run, prompt_indices: np.ndarray,
     mine = prompt_indices[dist.get_rank() * share: (dist.get_rank() + 1) * share]
 
     taken = list(run.state.indices or []) + run.state.extra_rows  # the epoch's rows so far
-    batch, generated = collect_groups(run, mine, run.sampler, taken, timer)  # generate and reward phases
+    with learner_offloaded(run, timer):
+        batch, generated = collect_groups(run, mine, run.sampler, taken, timer)  # generate and reward phases
     if stop_reason() is not None:  # a long step's generation is over: stop before the update
         return None
     run.state.extra_rows = taken[len(run.state.indices or []):]
@@ -412,7 +439,8 @@ def run_training(run: Run) -> dict:
                                     state.step if run.resumed_from is not None else None)
     when = checkpoint.SaveAndStop(cfg)
     gap_watch = GapWatch()
-    validate = Validator(cfg, run.heldout, run.rollout, run.tokenizer, run.reward, run_log)
+    validate = Validator(cfg, run.heldout, run.rollout, run.tokenizer, run.reward, run_log,
+                         generating=lambda: learner_offloaded(run))
     bar = metrics.progress(cfg.train.epochs * steps_per_epoch, "training", unit="step")
     bar.update(state.step)
     record, start = {}, time.time()

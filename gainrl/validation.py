@@ -8,9 +8,10 @@ num_rows}: the curve the efficiency experiment (launchers/experiment.py) compare
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, ContextManager, Optional
 
 from . import dist, metrics
 from .data import Row, load_rows
@@ -42,9 +43,9 @@ def validation_accuracy(vset: ValidationSet, rollout, tokenizer, reward) -> tupl
     rank, world_size = dist.get_rank(), dist.get_world_size()
     mine = list(range(rank, len(vset.rows), world_size))
     correct = 0
+    rollout.wake()
+    groups = rollout.generate([vset.prompts[i].input_ids for i in mine], 1, greedy=True)  # with none too (TP groups)
     if mine:
-        rollout.wake()
-        groups = rollout.generate([vset.prompts[i].input_ids for i in mine], 1, greedy=True)
         texts = tokenizer.batch_decode([group[0].token_ids for group in groups], skip_special_tokens=True)
         rewards, _, _ = reward(texts, [vset.rows[i] for i in mine])
         correct = sum(r >= 1.0 for r in rewards)
@@ -56,17 +57,20 @@ class Validator:
     """Validates when the config says (before training, every `validation.every_epochs` epochs and after
     the last) and records the result; does nothing without `validation.path`."""
 
-    def __init__(self, cfg, heldout: Optional[ValidationSet], rollout, tokenizer, reward, run_log):
+    def __init__(self, cfg, heldout: Optional[ValidationSet], rollout, tokenizer, reward, run_log,
+                 generating: Callable[[], ContextManager] = contextlib.nullcontext):
+        """`generating()`: the context the engine generates in (the trainer's: the learner offloaded)."""
         self.every, self.last_epoch = cfg.validation.every_epochs, cfg.train.epochs
-        self.heldout, self.rollout, self.tokenizer, self.reward, self.run_log = \
-            heldout, rollout, tokenizer, reward, run_log
+        self.heldout, self.rollout, self.tokenizer, self.reward, self.run_log, self.generating = \
+            heldout, rollout, tokenizer, reward, run_log, generating
 
     def due(self, epochs_done: int) -> bool:
         return self.heldout is not None and (epochs_done % self.every == 0 or epochs_done == self.last_epoch)
 
     def __call__(self, epochs_done: int, step: int, policy_model) -> None:
         """Every rank, at the same point: greedy accuracy of the engine's weights (the policy's)."""
-        accuracy, num_rows = validation_accuracy(self.heldout, self.rollout, self.tokenizer, self.reward)
+        with self.generating():
+            accuracy, num_rows = validation_accuracy(self.heldout, self.rollout, self.tokenizer, self.reward)
         # as after a step: the KV cache freed before the learner's next gather (sleep drops the weights, too)
         self.rollout.sync_weights(policy_model)
         self.run_log.validated({"epoch": epochs_done, "step": step, "accuracy": accuracy, "num_rows": num_rows})

@@ -67,6 +67,13 @@ class FakePolicy:
         self.num_steps += 1
         self.events.append("optimizer_step")
 
+    def offload(self):
+        self.events.append("offload")
+        return ["weights"]
+
+    def reload(self):
+        self.events.append("reload")
+
     def was_step_applied(self):
         return self.applied
 

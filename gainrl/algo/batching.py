@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 
 from gainrl.algo.logprobs import align_to_scored
@@ -84,18 +83,18 @@ def token_budget_micro_batches(lengths: list[int], max_tokens: int, num_batches:
         raise ValueError(f"{count} micro-batches asked of {len(lengths)} rows that the budget of {max_tokens} "
                          f"tokens cuts into at least {fewest}")
     order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
-    width = np.array([lengths[row] for row in order], dtype=np.float64)
+    width = torch.tensor([lengths[row] for row in order], dtype=torch.float64)
     n = len(order)
-    size = np.arange(n + 1)[None, :] - np.arange(n)[:, None]  # size[i, j]: rows i..j-1 of the sorted order
-    most = np.maximum(1, max_tokens // width)[:, None]  # rows a micro-batch starting at row i may hold
-    cost = np.where((size >= 1) & (size <= most), size * width[:, None], np.inf)  # its padded tokens
-    best = np.full(n + 1, np.inf)
+    size = torch.arange(n + 1)[None, :] - torch.arange(n)[:, None]  # size[i, j]: rows i..j-1 of the sorted order
+    most = torch.clamp(torch.div(max_tokens, width, rounding_mode="floor"), min=1)[:, None]  # rows a micro-batch
+    #                                                                                   starting at row i may hold
+    cost = torch.where((size >= 1) & (size <= most), size * width[:, None], torch.inf)  # its padded tokens
+    best = torch.full((n + 1,), torch.inf, dtype=torch.float64)
     best[0] = 0.0  # best[j]: least padding of rows 0..j-1 in the micro-batches so far
     starts = []
     for _ in range(count):
-        total = best[:n, None] + cost
-        starts.append(total.argmin(axis=0))
-        best = total.min(axis=0)
+        best, start_of = (best[:n, None] + cost).min(dim=0)
+        starts.append(start_of)
     batches, end = [], n
     for start_of in reversed(starts):
         start = int(start_of[end])

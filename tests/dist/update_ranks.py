@@ -1,6 +1,7 @@
 """Run by test_update_dist.py under 1 process or torchrun: one GRPO update of the ZeRO-3 policy on a fixed
 batch of 8 sequences (each rank takes its contiguous half), with an SGD optimizer of lr 1, so that the
 parameter change is minus the gradient. Rank 0 saves the change of every parameter and the loss terms.
+With rollout.offload_learner=true the learner's state goes to CPU memory and back before each forward.
 
     python tests/dist/update_ranks.py MODEL_DIR DS_CONFIG OUT.pt AGGREGATION [key=value ...]
 """
@@ -49,7 +50,16 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str, *overrides:
     params = [p for _, p in policy.module.named_parameters()]
     with zero.GatheredParameters(params):
         before = {name: p.detach().clone() for name, p in policy.module.named_parameters()}
+    moved = []
+
+    def away_and_back():  # rollout.offload_learner: the learner's state in CPU memory and back, as around generation
+        if cfg.rollout.offload_learner:
+            moved.append(policy.offload())
+            policy.reload()
+
+    away_and_back()
     old_logp, ref_logp, angle = no_grad_logprobs(policy, reference, parts, temperature=cfg.rollout.temperature)
+    away_and_back()
     ref_gap = max((logp - ref).abs().max().item() for logp, ref in zip(old_logp, ref_logp))  # same weights: 0
     # ratios != 1 so that clipping takes part: shift each sequence's old log-probs by its global index
     offsets = 0.1 * (torch.arange(len(prompt_ids))[mine] % 4 + 1).float()
@@ -64,7 +74,7 @@ def main(model_dir: str, ds_config: str, out: str, aggregation: str, *overrides:
     angles = dist.all_gather([angle_of_row[row] for row in range(share)])
     if dist.is_rank0():
         torch.save({"delta": delta, "totals": totals, "ref_gap": ref_gap, "num_micro_batches": len(rows),
-                    "angles": [a for chunk in angles for a in chunk]}, out)
+                    "angles": [a for chunk in angles for a in chunk], "offloaded": moved}, out)
     dist.shutdown()
 
 

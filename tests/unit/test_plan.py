@@ -87,7 +87,7 @@ def test_7b_recipe_terms_and_verdict(in_repo, empty_hub_cache):
     assert plan.term("vLLM KV cache").num_bytes == pytest.approx(kv)
     kv_tokens = int(kv // (2 * 28 * 4 * 128 * 2))
     assert f"{kv_tokens:,} tokens" in plan.kv_line and f"{kv_tokens // 4024:,} full-length" in plan.kv_line
-    assert "a rank generates 1,024 per step" in plan.kv_line  # 1024 prompts / 8 ranks x 8 rollouts
+    assert "an engine of 1 GPU generates 1,024 per step" in plan.kv_line  # 1024 prompts / 8 ranks x 8 rollouts
     # the embedding matrix (545M) is the largest module, ahead of one layer (233M); DeepSpeed's prefetch bucket
     gathered = 2 * (2 * 152064 * 3584 + 50_000_000)
     assert plan.term("ZeRO-3 gathered parameters").num_bytes == gathered
@@ -156,6 +156,46 @@ def test_72b_on_four_nodes_with_offload_is_held_back_by_vllm_alone(in_repo, empt
     assert "offload: optimizer and parameters to CPU" in plan.lines()[1]
     assert plan.verdict.startswith("does not fit: generation phase") and "update phase" not in plan.verdict
     assert "vLLM weights" in plan.verdict
+
+
+def test_72b_recipe_fits_four_nodes_with_vllm_over_eight_gpus_and_the_learner_offloaded(in_repo, empty_hub_cache):
+    recipe = os.path.join("launchers", "recipes", "qwen2.5-72b-deepscaler.yaml")
+    plan = plan_for(recipe, world_size=32, hub_cache=empty_hub_cache)
+    P, W = P_72B, 32
+    assert plan.term("vLLM weights").num_bytes == 2 * P / 8  # rollout.tensor_parallel_size=8
+    kv = 0.8 * GPU - 2 * P / 8 - 1.5 * GIB
+    assert plan.term("vLLM KV cache").num_bytes == pytest.approx(kv)
+    kv_per_gpu = 2 * 80 * 1 * 128 * 2  # 8 KV heads over 8 GPUs: one each
+    assert f"{int(kv // kv_per_gpu):,} tokens at {kv_per_gpu:,} B per GPU" in plan.kv_line
+    assert "an engine of 8 GPUs generates 2,048 per step" in plan.kv_line  # 8 ranks x 1024 / 32 x 8 rollouts
+    # optim.fused_adam: DeepSpeed moves the weight and gradient shards and the optimizer states
+    assert [(t.name, t.num_bytes) for t in plan.offloaded] == [
+        ("policy weights", 2 * P / W), ("gradients", 2 * P / W), ("optimizer states", 12 * P / W)]
+    assert plan.generation_bytes == pytest.approx(plan.resident_bytes - 16 * P / W + 0.8 * GPU)
+    assert plan.push_bytes == pytest.approx(plan.resident_bytes + 2 * P / 8 + 256 * 2**20)
+    assert plan.fits and plan.generation_bytes < GPU and plan.push_bytes < GPU
+    lines = "\n".join(plan.lines())
+    assert "tensor parallel 8, learner offloaded while vLLM generates" in lines and "push: resident" in lines
+    # the same without the offload: the learner's shards and vLLM's 0.8 do not both fit
+    stays = plan_for(recipe, ["rollout.offload_learner=false"], world_size=32, hub_cache=empty_hub_cache)
+    assert not stays.fits and stays.verdict.startswith("does not fit: generation phase")
+    # and with torch's AdamW DeepSpeed keeps the optimizer states on the GPU: counted as staying
+    adamw = plan_for(recipe, ["optim.fused_adam=false"], world_size=32, hub_cache=empty_hub_cache)
+    assert [t.name for t in adamw.offloaded] == ["policy weights", "gradients"] and not adamw.fits
+
+
+def test_tensor_parallel_groups_split_vllm_weights_and_replicate_kv_heads_they_cannot_split(in_repo,
+                                                                                           empty_hub_cache):
+    plan = plan_for(RECIPE_7B, ["rollout.tensor_parallel_size=8"], hub_cache=empty_hub_cache)
+    assert plan.term("vLLM weights").num_bytes == 2 * P_7B / 8
+    assert "at 14,336 B per GPU" in plan.kv_line  # 4 KV heads over 8 GPUs: each keeps one whole (57,344 / 4)
+    assert "an engine of 8 GPUs generates 8,192 per step" in plan.kv_line
+
+
+def test_offloading_the_learner_needs_zero3_without_parameter_offload(in_repo, empty_hub_cache):
+    with pytest.raises(ValueError, match="'rollout.offload_learner': needs ZeRO-3 without offload_param"):
+        plan_for(RECIPE_7B, ["rollout.offload_learner=true", "train.ds_config=ds_configs/zero3_offload.json"],
+                 hub_cache=empty_hub_cache)
 
 
 def test_zero2_keeps_full_weights_and_a_full_reference(in_repo, empty_hub_cache):

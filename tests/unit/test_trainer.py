@@ -15,7 +15,7 @@ import torch
 from gainrl import checkpoint
 from gainrl.config import DataConfig, TrainRunConfig, load_config
 from gainrl.data import dataset_fingerprint, load_rows
-from gainrl.metric_names import phase_of
+from gainrl.metric_names import phase_of, phase_seconds_key
 from gainrl.prompts import PromptBuilder, build_prompts
 from gainrl.sampler import build_sampler
 from gainrl.trainer import LoopState, Run, TrainData, no_grad_logprobs, restore, run_training, update_policy
@@ -152,6 +152,23 @@ def test_validation_runs_before_training_and_after_each_epoch_then_reloads_the_e
     assert [r["epoch"] for r in records(tmp_path, "validation.jsonl")] == [0, 1, 2]
     greedy = [k for k, e in enumerate(events) if e == "generate_greedy"]
     assert len(greedy) == 3 and all(events[k + 1] == "sync_weights" for k in greedy)
+
+
+def test_an_offloaded_learner_is_away_exactly_while_the_engine_generates(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                                         rows_and_prompts):
+    plain, _ = make_run(tmp_path / "plain", tiny_model_dir, tiny_tokenizer, rows_and_prompts,
+                        "validation.every_epochs=1", validate=True)
+    run_training(plain)
+    run, events = make_run(tmp_path / "away", tiny_model_dir, tiny_tokenizer, rows_and_prompts,
+                           "validation.every_epochs=1", "rollout.offload_learner=true", validate=True)
+    run_training(run)
+    validation = ["offload", "wake", "generate_greedy", "reload", "sync_weights"]
+    step = ["offload", "wake", "generate", "sleep", "reload"] + ["forward", "backward"] * 2 + \
+        ["optimizer_step", "sync_weights"]
+    assert events == validation + step * 2 + validation + step * 2 + validation + ["close"]
+    assert all(phase_seconds_key("offload") in r for r in records(tmp_path / "away", "metrics.jsonl"))
+    for name, p in run.policy.module.named_parameters():  # where the state sleeps changes nothing it computes
+        assert torch.equal(p, dict(plain.policy.module.named_parameters())[name])
 
 
 def test_a_step_saves_once_even_where_a_periodic_save_meets_the_final_one(tmp_path, tiny_model_dir, tiny_tokenizer,
