@@ -104,6 +104,22 @@ def _finish_reload(worker) -> None:
         finalize_layerwise_reload(worker.get_model(), worker.vllm_config.model_config)
 
 
+def _release_cpu_shm_name(rank_in_group: int) -> None:
+    """vLLM-CPU's tensor-parallel all-reduce maps one shared-memory segment per member, named after the
+    group alone (the same in every job on a node: external_launcher's init method is env://) and unlinked
+    by a C++ destructor that a process ending in os._exit (gainrl.dist.exit_process) never runs: the next
+    job's engine would fail with "create shm in SHMManager failed. errno: 17". Once the engine is built
+    every member has mapped every segment, so the names can go now; the mappings live until the processes
+    end, and no name is left behind even by a killed job."""
+    from vllm.distributed.parallel_state import get_tp_group
+    name = getattr(getattr(get_tp_group().device_communicator, "dist_module", None), "group_name", None)
+    if name is None:  # vLLM fell back to torch.distributed: no segment
+        return
+    path = os.path.join("/dev/shm", f"{name.lstrip('/')}_{rank_in_group}")
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 # ---- the engine ----------------------------------------------------------------------------------
 
 class RolloutEngine:
@@ -154,6 +170,8 @@ class RolloutEngine:
             # the engine argument; a VLLM_CPU_KVCACHE_SPACE in the environment (whole GiB) overrides it
             engine_args.update(kv_cache_memory_bytes=int(cfg.cpu_kv_cache_gib * 2**30))
         self.llm = LLM(**engine_args)
+        if tp > 1 and not self.on_gpu:
+            _release_cpu_shm_name(self.group.rank)
         self.dtype: torch.dtype = self.llm.llm_engine.model_config.dtype
         self.asleep: set[str] = set()  # tags of vLLM memory now released
         self.weights_discarded = weights_from_learner  # level-2 sleep (or a dummy load) until the next push
