@@ -370,12 +370,14 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
     utilization_needed = math.ceil(least / G * 100) / 100
     tensor_parallel = f"a larger rollout.tensor_parallel_size (now {tp}; divides the GPUs per node)"
     if least > G:
-        weights_knob = f"vLLM's weights over {tp} GPU{'s' if tp > 1 else ''} do not fit one: {tensor_parallel}"
+        weights_knob = (f"vLLM's weights, split over {tp} GPUs, still exceed one: {tensor_parallel}" if tp > 1
+                        else f"one full copy of vLLM's weights exceeds a GPU: {tensor_parallel}")
     elif least > share:
         weights_knob = f"raise rollout.gpu_memory_utilization to at least {utilization_needed:.2f} or {tensor_parallel}"
     else:
         weights_knob = f"{tensor_parallel}, or make room in the learner's state: {knob}"
-    most_share = math.floor((G - resident_bytes) / G * 100) / 100
+    away = learner_offload(zero, b * P / W, optimizer, cfg.optim.fused_adam) if r.offload_learner else []
+    most_share = math.floor((G - resident_bytes + sum(t.num_bytes for t in away)) / G * 100) / 100
     vllm = [
         Term("vLLM weights", vllm_weights, f"{dtype}, " + (f"1/{tp} of a copy (tensor parallel {tp})" if tp > 1
                                                            else "full copy (tensor parallel 1)"), weights_knob),
@@ -445,13 +447,12 @@ def memory_plan(cfg: TrainRunConfig, *, world_size: int, gpus_per_node: int, gpu
                 activations_unused=full_term if t.gradient_checkpointing else checkpointed_term,
                 vllm_in_update=not r.sleep_between_steps, problems=[])
     if r.offload_learner:
-        plan.offloaded = learner_offload(zero, b * P / W, optimizer, fused_adam=cfg.optim.fused_adam)
-        plan.push_bucket_bytes = r.push_bucket_mib * 2**20
+        plan.offloaded, plan.push_bucket_bytes = away, r.push_bucket_mib * 2**20
     plan.problems = find_problems(plan, kv_sequences, seq_tokens, utilization_needed)
     if g.kl_coef > 0 and zero.stage == 3 and plan.fits:  # a plain replica, if the learner still fits with it
         extra = b * P - reference
-        if (plan.generation_bytes + extra <= G and plan.update_bytes + extra <= G
-                and plan.resident_bytes + extra <= (1 - r.gpu_memory_utilization) * G):
+        if (all(phase_bytes + extra <= G for _, phase_bytes in plan.phases())
+                and plan.generation_resident_bytes + extra <= (1 - r.gpu_memory_utilization) * G):
             plan.resident = [Term("reference model", b * P, f"{dtype}, a full replica (fits beside the learner: "
                                   "no gathers in its forward)", knob + " or grpo.kl_coef=0 (no reference model)")
                              if term.name == "reference model" else term for term in plan.resident]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -144,6 +145,11 @@ class RolloutEngine:
                              "deepspeed or srun (the engine's tensor-parallel members are the trainer's ranks)")
         check_tensor_parallel(tp, dist.get_world_size(), dist.ranks_on_node())
         self.group = dist.consecutive_groups(tp)  # the ranks that share this engine (just this one at TP=1)
+        hosts = self.group.all_gather(socket.gethostname())
+        if len(set(hosts)) > 1:  # a launcher that numbers ranks across nodes rather than node by node
+            raise ValueError(f"config key 'rollout.tensor_parallel_size': the ranks of one vLLM engine "
+                             f"({self.group.index * tp}-{self.group.index * tp + tp - 1}) are on different hosts "
+                             f"{sorted(set(hosts))}: start the ranks node by node (torchrun, deepspeed and srun do)")
         self.on_gpu = current_platform.is_cuda_alike()
         self.uses_sleep = self.on_gpu and cfg.sleep_between_steps
         enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not self.on_gpu

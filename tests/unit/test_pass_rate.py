@@ -58,14 +58,24 @@ def test_counts_are_the_graded_rollouts_of_each_row(data, tiny_tokenizer, prompt
     assert sum(c[2] for c in counts.values()) == engine.tokens_generated
 
 
+def test_a_rank_with_fewer_batches_still_calls_the_engine_as_often(data, tiny_tokenizer):
+    """With rollout.tensor_parallel_size > 1 the members of an engine generate together: every rank makes
+    the most calls any rank needs, its extra ones empty and last."""
+    engine = CountingRollout()
+    counts, _ = count_passes(Job(data, engine, tiny_tokenizer, RecordingReward()), [0, 2, 3], 2, 2, num_calls=4)
+    assert sorted(counts) == [0, 2, 3]
+    assert [len(call) for call in engine.calls] == [2, 1, 0, 0]
+
+
 class CountingRollout(FakeRollout):
     """FakeRollout that counts the tokens it generated."""
 
     def __init__(self):
         super().__init__([])
-        self.tokens_generated = 0
+        self.tokens_generated, self.calls = 0, []
 
     def generate(self, prompt_token_ids, num_samples, greedy=False):
+        self.calls.append(list(prompt_token_ids))
         out = super().generate(prompt_token_ids, num_samples, greedy)
         self.tokens_generated += sum(len(c.token_ids) for group in out for c in group)
         return out

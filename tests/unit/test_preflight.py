@@ -84,3 +84,18 @@ def test_a_vllm_share_that_leaves_the_learner_no_room_is_refused_naming_the_key(
                                                    r"72.0 GiB of each GPU and leaves 8.0 GiB, but the learner's "
                                                    r"resident state needs 21.\d GiB .*at most 0.7\d"):
                 check_memory_split(plan, utilization)
+
+
+@pytest.mark.parametrize("tp, world_size, ranks_on_node, ok", [
+    (1, 3, 3, True), (2, 8, 8, True), (8, 32, 8, True),  # one engine per node's 8 GPUs, 4 nodes
+    (3, 8, 8, False), (16, 32, 8, False),  # not a divisor / spans nodes
+    (2, 6, 3, False),  # 3 ranks per node: a group would straddle two nodes
+])
+def test_tensor_parallel_groups_must_tile_each_node(tp, world_size, ranks_on_node, ok):
+    from gainrl.preflight import check_tensor_parallel
+    if ok:
+        check_tensor_parallel(tp, world_size, ranks_on_node)
+    else:
+        with pytest.raises(StartupError, match=rf"'rollout.tensor_parallel_size': {tp} must divide the ranks per "
+                                               rf"node \({ranks_on_node}\)"):
+            check_tensor_parallel(tp, world_size, ranks_on_node)
