@@ -64,10 +64,14 @@ child finishing the tests, overriding builtins (`print`, `exit`, `AssertionError
 during the tests does not help), shadowing builtins or test helpers with globals (`check`,
 `assertion`, `zip`: the tests run in their own namespace, which keeps the solution's other globals
 and the entry point), planting fake modules in `sys.modules` (the tests' imports are done before the
-solution runs and restored after it). Not covered (threat model): a program that deliberately
+solution runs and restored after it), and returning objects that fake comparisons: what the entry
+point returns must be plain data, built from exact builtin types taken before the solution ran (an
+always-true `__eq__`, a lying int subclass, a lazy iterator fail the check as `not_plain_data`, even
+if the test catches the exception). Not covered (threat model): a program that deliberately
 introspects the harness (frames, `gc`, its own memory, tracing) can find the token or skip
-asserts; objects with an always-true `__eq__`, or patching attributes of modules the tests use
-(`numpy.allclose = ...`), fool the tests themselves; kernel exploits. The sandbox protects rewards
+asserts; other functions of the program that the tests call (HumanEval helpers such as `poly`),
+or patching attributes of modules the tests use (`numpy.allclose = ...`), fool the tests
+themselves; kernel exploits. The sandbox protects rewards
 against common reward hacking and the caller against runaway or crude hostile programs.
 """
 from __future__ import annotations
@@ -142,7 +146,8 @@ class SandboxResult:
     """Outcome of one run. `status` is passed/failed/timeout/error (error: the sandbox itself broke).
 
     `reason` says why: "" when passed; for failed: assertion, exception, solution_error,
-    syntax_error, system_exit, memory, exit_without_result, killed_by_signal, file_size_limit,
+    syntax_error, system_exit, memory, not_plain_data (the entry point returned something other than
+    plain builtin data), exit_without_result, killed_by_signal, file_size_limit,
     process_limit, output_limit, supervisor_killed; for timeout: wall_timeout, cpu_limit; for
     error: sandbox_error, bad_tests. `passed_checks`/`total_checks` count the test checks (with
     `Job.split_tests`; otherwise 0 or 1 of 1), also after a timeout.

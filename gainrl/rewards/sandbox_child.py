@@ -407,6 +407,65 @@ def _imported_modules(source):
     return [name for name in names if name and not name.startswith(".")]
 
 
+def _plain_data_guard(entry):
+    """(guard, violations): guard(fn) wraps the solution's entry point so that what it returns must be plain
+    data, built only from these exact types (taken now, before the solution can replace a module), or the
+    call raises a BaseException (which a test's `except Exception` does not swallow) and appends its
+    message to `violations`. An object that compares equal to anything, a str or int subclass with its
+    own __eq__, a generator: each fails the check that receives it, whatever the test does with it."""
+    import collections
+    import datetime
+    import decimal
+    import fractions
+    import re
+    sequences = {list, tuple, set, frozenset, collections.deque}
+    mappings = {dict, collections.OrderedDict, collections.Counter, collections.defaultdict}
+    plain = {int, float, complex, bool, str, bytes, bytearray, type(None), range, type(Ellipsis), decimal.Decimal,
+             fractions.Fraction, datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
+             re.Match,  # always true, equal only to itself: MBPP's regex tasks return one and assert it
+             *sequences, *mappings}
+    _type, _id, _set, _dict_keys, _dict_values = type, id, set, dict.keys, dict.values
+    type_name = type.__dict__["__name__"].__get__  # no attribute lookup the solution's metaclass could hook
+    violations = []
+
+    class NotPlainData(BaseException):
+        pass
+
+    def first_not_plain(value):
+        stack, seen = [value], _set()
+        while stack:
+            item = stack.pop()
+            kind = _type(item)
+            if kind not in plain:
+                try:
+                    return type_name(kind)
+                except BaseException:
+                    return "an object of a type defined by the solution"
+            if kind in mappings or kind in sequences:
+                if _id(item) in seen:
+                    continue
+                seen.add(_id(item))
+                if kind in mappings:
+                    stack.extend(_dict_keys(item))
+                    stack.extend(_dict_values(item))
+                else:
+                    stack.extend(item)
+        return None
+
+    def guard(fn):
+        def entry_point(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            bad = first_not_plain(result)
+            if bad is not None:
+                message = (entry + " returned " + bad + ", not plain data (exact builtin values only): no test "
+                           "compares it")
+                violations.append(message)
+                raise NotPlainData(message)
+            return result
+        return entry_point
+    return guard, violations
+
+
 def _harness(job, token, result_fd):
     """Run the solution, then the tests in a namespace the solution cannot tamper with; report; exit."""
     import builtins
@@ -459,6 +518,7 @@ def _harness(job, token, result_fd):
     except _BaseException as exc:
         finish("error", "bad_tests", 0, 0, describe(exc))
     total = sum(1 for is_check, _ in checks if is_check)
+    guard, not_plain = _plain_data_guard(job["entry_point"])  # built from types taken before the solution runs
     modules_before = _dict(_modules)
 
     # 2. the untrusted solution, as module "solution" (so `if __name__ == "__main__":` blocks stay inert)
@@ -503,11 +563,14 @@ def _harness(job, token, result_fd):
         finish("failed", "solution_error", 0, total, describe(exc))
     test_globals["__builtins__"] = _dict(builtins_snapshot)
     test_globals["__name__"] = "tests"
+    if entry in test_globals:  # what it returns must be plain data before any test compares it
+        test_globals[entry] = guard(test_globals[entry])
 
     # 4. the tests
     passed = done = 0
     first_failure = None
     for is_check, code in checks:
+        caught = _len(not_plain)
         try:
             _exec(code, test_globals)
             ok, reason = True, ""
@@ -519,6 +582,10 @@ def _harness(job, token, result_fd):
             if first_failure is None:
                 first_failure = (reason, describe(exc))
             del exc
+        if _len(not_plain) > caught:  # even where the test caught the guard's exception
+            ok = False
+            if first_failure is None or first_failure[0] != "not_plain_data":
+                first_failure = ("not_plain_data", ("NotPlainData: " + not_plain[caught]).encode("utf-8", "replace").hex())
         if _getpid() != my_pid:
             _exit(0)
         if is_check:

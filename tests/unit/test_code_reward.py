@@ -120,6 +120,51 @@ def test_pass_fraction_counts_script_asserts_but_not_check_functions(humaneval, 
     assert rewards == pytest.approx([1 / 3, 2 / 3, 0.0, 1.0, 0.0])
 
 
+ALWAYS_EQUAL = """
+class Anything:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __lt__(self, other):
+        return True
+    __le__ = __gt__ = __ge__ = __lt__
+    __hash__ = object.__hash__
+    def __abs__(self):
+        return 0
+    def __sub__(self, other):
+        return self
+    __rsub__ = __add__ = __radd__ = __sub__
+"""
+
+
+@pytest.mark.parametrize("value, kind", [("Anything()", "Anything"), ("Liar(5)", "Liar"),
+                                         ("[1, (2, {'k': Anything()})]", "Anything"), ("iter([8])", "list_iterator")])
+def test_a_return_value_that_fakes_equality_fails_on_humaneval_and_mbpp_rows(humaneval, mbpp, value, kind):
+    """The entry point's return value reaches the tests only as plain data: an object that compares equal
+    to anything (alone or nested in a list), an int subclass that lies, a lazy iterator: each fails the
+    check, for HumanEval's check(candidate) and MBPP's script asserts (every one of them, with
+    pass_fraction), even though the comparison itself would have said equal."""
+    he, mb = humaneval["HumanEval/2"], mbpp["mbpp/1"]
+    liar = "class Liar(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+    programs = [f"def truncate_number(number):\n    return {value}\n", f"def min_cost(cost, m, n):\n    return {value}\n"]
+    completions = ["```python\n" + ALWAYS_EQUAL + liar + program + "```" for program in programs]
+    results = run_completions(completions, [he, mb], pass_fraction=True)
+    for result in results:
+        assert (result.status, result.reason, result.passed_checks) == ("failed", "not_plain_data", 0), result
+        assert f"returned {kind}, not plain data" in result.detail
+
+
+def test_plain_data_of_every_builtin_kind_passes(mbpp):
+    row = dict(mbpp["mbpp/1"], test="from collections import Counter, deque\nfrom fractions import Fraction\n"
+               "assert min_cost(1, 2, 3) == [1, 2.5, (3, 'a', b'b'), {4: {5}}, frozenset({6}), None, True, "
+               "Counter('ab'), deque([7]), Fraction(1, 3), range(2)]\n")
+    program = ("from collections import Counter, deque\nfrom fractions import Fraction\n"
+               "def min_cost(cost, m, n):\n    x = [1, 2.5, (3, 'a', b'b'), {4: {5}}, frozenset({6}), None, True, "
+               "Counter('ab'), deque([7]), Fraction(1, 3), range(2)]\n    x.append(x)\n    x.pop()\n    return x\n")
+    assert code_reward([program], [row]) == [1.0]
+
+
 def test_run_completions_reports_why(mbpp):
     row = mbpp["mbpp/1"]
     results = run_completions(["def min_cost(cost, m, n):\n    return 8\n", "def min_cost(:\n"], [row, row],
