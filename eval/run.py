@@ -28,6 +28,7 @@ from gainrl.evaluation.report import checkpoint_table, update_checkpoint_summary
 from gainrl.evaluation.results import Shard, open_run  # noqa: E402
 from gainrl.models import checkpoint_fingerprint  # noqa: E402
 from gainrl.prompts import PromptBuilder  # noqa: E402
+from gainrl.vllm_logs import send_vllm_logs_to  # noqa: E402
 
 FLAGS = {"--model": "model.path", "--benchmarks": "benchmarks", "--limit": "limit", "--name": "name",
          "--output-dir": "output_dir"}
@@ -97,6 +98,7 @@ def main(argv: list[str]) -> None:
         open_run(os.path.join(out_dir, benchmark_name), key, cfg.generation.num_samples, shard)  # refuses another run
         jobs.append((benchmark, problems, prompts, key))
 
+    send_vllm_logs_to(os.path.join(out_dir, "logs"))  # vLLM's lines there; the console keeps each warning once
     generator = EvalGenerator(cfg.model.path, cfg.model.dtype, cfg.generation)
     graders = Graders(cfg.grading)
     finished, pending = {}, []

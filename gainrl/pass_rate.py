@@ -37,6 +37,7 @@ from .rewards.training import Reward, build_reward
 from .rollout import RolloutEngine
 from .scorer import package_versions
 from .train_data import load_train_data
+from .vllm_logs import send_vllm_logs_to
 
 
 @dataclass
@@ -186,6 +187,7 @@ def run_pass_rates(cfg: PassRateRunConfig, info: dist.DistInfo) -> Optional[str]
     k = cfg.pass_rate.samples
     mine = rank_rows(len(data.rows), info.rank, info.world_size)
     metrics.log(f"pass rates: {len(data.rows)} rows x {k} rollouts on {info.world_size} rank(s) -> {path}")
+    send_vllm_logs_to(os.path.join(os.path.dirname(os.path.abspath(path)), "logs"))
     rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed, dtype=dtype,
                             max_model_len=cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens)
     try:  # closed on every path: a rank that fails must end (then the launcher ends the others), not wait

@@ -39,6 +39,7 @@ from .rollout import RolloutEngine
 from .sampler import Sampler, build_sampler, draw_on_rank0_and_broadcast, observe_on_rank0
 from .train_data import TrainData, load_ranking, load_train_data
 from .validation import ValidationSet, Validator, load_validation_set
+from .vllm_logs import send_vllm_logs_to
 
 
 # ---- where the loop stands ------------------------------------------------------------------------
@@ -147,6 +148,7 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
         metrics.log("rollout.offload_learner: " + ", ".join(policy.offload()) + " go to CPU memory while vLLM "
                     "generates" + ("" if cfg.optim.fused_adam else " (the optimizer states stay: DeepSpeed moves "
                                    "them for FusedAdam only, optim.fused_adam=true)"))  # vLLM starts in the room
+    send_vllm_logs_to(os.path.join(cfg.train.output_dir, "logs"))  # the console keeps each warning once
     try:
         rollout = RolloutEngine(cfg.model.path, cfg.rollout, seed=cfg.seed,  # the engine adds its group index
                                 dtype=dtype_name(resolve_dtype(cfg.model.dtype, info.device)),

@@ -94,3 +94,14 @@ def test_the_run_leaves_plots_tensorboard_and_a_checkpoint(demo_run):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert json.load(open(run / "run.json"))["score_file"].endswith(".scores.json")
     assert (run / "checkpoints" / "step_00000004" / "train_state.json").exists()  # the end of the run
+
+
+def test_vllm_logs_go_to_the_run_folder_and_the_console_shows_each_warning_once(demo_run):
+    tmp, result = demo_run
+    console = result.stdout + result.stderr
+    for rank in (0, 1):  # 4 steps, 5 pushes: vLLM's per-push lines are in each rank's file
+        text = (tmp / "run" / "logs" / f"vllm.rank{rank}.log").read_text()
+        assert text.count("Successfully reset prefix cache") >= 5
+    assert "Successfully reset prefix cache" not in console  # INFO: the file only
+    warnings = [line for line in console.splitlines() if line.startswith("[vllm WARNING]")]
+    assert warnings and len(warnings) == len(set(warnings))  # rank 0's, each once
