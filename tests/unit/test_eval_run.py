@@ -38,16 +38,18 @@ def test_eval_run_writes_records_and_summaries_and_resumes(tiny_model_dir, tmp_p
     table = open(os.path.join(folder, "summary.md")).read()
     assert "| math500 | 3 | 1 |" in table and "| humaneval | 3 | 1 |" in table
 
+    vllm_log = os.path.join(folder, "logs", "vllm.rank0.log")  # vLLM's lines, not the console's
+    assert "init engine" in open(vllm_log).read() and "init engine" not in first_run.stdout + first_run.stderr
     first = lines(os.path.join(folder, "math500", "samples.jsonl"))
     run([RUN, *common, "--limit", "5"])  # the first 3 are graded already: only 2 more each
     records = lines(os.path.join(folder, "math500", "samples.jsonl"))
     assert records[:3] == first  # kept as they were, not redone
     assert len(records) == 5 and len({r["id"] for r in records}) == 5
 
+    engines_built = open(vllm_log).read().count("init engine")  # (vLLM logs this line when it builds one)
     refused = run([RUN, *common, "--limit", "5", "generation.max_new_tokens=8"], expect_ok=False)
     assert "differs in: max_new_tokens" in refused.stderr and "Traceback" not in refused.stderr
-    assert "init engine" not in refused.stdout + refused.stderr  # refused before the engine was built
-    assert "init engine" in first_run.stdout  # (vLLM logs this line when it builds one)
+    assert open(vllm_log).read().count("init engine") == engines_built == 2  # refused before an engine was built
 
     run([COMPARE, folder, folder, "--output", str(tmp_path / "cmp")])
     assert (tmp_path / "cmp.md").read_text().count("| math500 |") == 1 and (tmp_path / "cmp.png").exists()
