@@ -280,9 +280,14 @@ class SaveAndStop:
             raise ValueError(f"environment variable {JOB_END_ENV}={end!r}: expected Unix seconds") from None
         self.last_save = self.step_start = clock()
         self.longest_step_s, self.longest_save_s = 0.0, None
+        self.stale = None  # (mtime) of a stop file that was there before the run: an earlier run's, not a request
+        if dist.is_rank0() and os.path.exists(self.path):
+            self.stale = os.stat(self.path).st_mtime_ns
+            metrics.log(f"warning: the stop file {self.path} was there before this run started (left by an earlier "
+                        "run?): not honoured; touch it again to stop this run")
 
     def _rank0_reason(self) -> Optional[str]:
-        if os.path.exists(self.path):
+        if self._stop_file_requested():
             return f"stop file {self.path}"
         if self.job_end is not None and self.longest_step_s > 0:
             left, margin = self.job_end - self.clock(), deadline_margin_s(self.longest_step_s, self.longest_save_s)
@@ -290,6 +295,12 @@ class SaveAndStop:
                 return (f"the job ends in {left:.0f} s, less than a step and a checkpoint need ({margin:.0f} s, "
                         f"from the longest step, {self.longest_step_s:.0f} s)")
         return None
+
+    def _stop_file_requested(self) -> bool:
+        try:
+            return os.stat(self.path).st_mtime_ns != self.stale
+        except FileNotFoundError:
+            return False
 
     def stop_reason(self) -> Optional[str]:
         """Rank 0's reason to stop now (the stop file, the job's end near), or None; every rank gets it."""

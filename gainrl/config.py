@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from omegaconf import MISSING, OmegaConf
+import yaml
+from omegaconf import DictConfig, MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -273,7 +274,44 @@ def parse_args(argv: list[str]) -> tuple[Optional[str], list[str]]:
             overrides.append(arg)
         else:
             raise ValueError(f"unexpected argument {arg!r}: expected --config PATH and key=value overrides")
+    seen: dict[str, str] = {}
+    for override in overrides:  # the last one would win without a word: a typo'd sweep, a pasted line
+        key = override.split("=", 1)[0].strip().lstrip("+~")
+        if key in seen:
+            raise ValueError(f"config key '{key}': given twice on the command line ({seen[key]}, {override}): "
+                             "give it once")
+        seen[key] = override
     return config_path, overrides
+
+
+def layered_overrides(*layers: list[str]) -> list[str]:
+    """key=value lists merged in order, a later layer's key replacing an earlier one's (a deliberate layering,
+    such as an experiment's shared overrides under each curriculum's; on a command line a repeat is an error)."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for override in layer:
+            key = override.split("=", 1)[0].strip()
+            merged.pop(key, None)  # the later value, at the later place
+            merged[key] = override
+    return list(merged.values())
+
+
+def load_recipe(path: str):
+    """The YAML file at `path` as an OmegaConf mapping; a clear error naming the file otherwise."""
+    if not os.path.isfile(path):
+        raise ValueError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ValueError(f"config file {path}: not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path}: not UTF-8 text (byte {e.start}): is it a YAML file?") from None
+    if not isinstance(loaded, DictConfig):
+        raise ValueError(f"config file {path}: its top level must be a mapping of sections (model:, data:, ...), "
+                         f"got a {type(loaded).__name__.replace('Config', '').lower() or 'value'}")
+    return loaded
 
 
 def load_config(argv: list[str], schema: type = Config, validator: Optional[Callable] = None):
@@ -283,9 +321,7 @@ def load_config(argv: list[str], schema: type = Config, validator: Optional[Call
     merged = OmegaConf.structured(schema)
     try:
         if config_path is not None:
-            if not os.path.isfile(config_path):
-                raise ValueError(f"config file not found: {config_path}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(config_path))
+            merged = OmegaConf.merge(merged, load_recipe(config_path))
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:

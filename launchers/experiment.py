@@ -18,7 +18,7 @@ import sys
 import time
 
 from gainrl import dist, metrics
-from gainrl.config import TrainRunConfig, changed_keys, config_dict, load_config
+from gainrl.config import TrainRunConfig, changed_keys, config_dict, layered_overrides, load_config
 from gainrl.experiment import (ExperimentConfig, accuracy_curve, analyse_runs, child_error, fill_placeholders,
                                plot_curves, plot_zero_variance, read_run, read_score_metadata, report_markdown,
                                results_json, speedup, summary_line, uses_pass_rates, validate_experiment)
@@ -37,14 +37,15 @@ def pass_rate_path(cfg: ExperimentConfig) -> str:
 def train_args(cfg: ExperimentConfig, curriculum: str, seed: int) -> list[str]:
     """launchers/train.py's arguments for one run: the recipe, the shared overrides, the curriculum's (with the
     pass-rate file's path filled in), the seed."""
-    return ["--config", cfg.recipe, *cfg.overrides, *fill_placeholders(cfg.curricula[curriculum], pass_rate_path(cfg)),
-            f"seed={seed}", f"train.output_dir={run_dir(cfg, curriculum, seed)}", "validation.every_epochs=1"]
+    return ["--config", cfg.recipe, *layered_overrides(
+        cfg.overrides, fill_placeholders(cfg.curricula[curriculum], pass_rate_path(cfg)),
+        [f"seed={seed}", f"train.output_dir={run_dir(cfg, curriculum, seed)}", "validation.every_epochs=1"])]
 
 
 def pass_rate_args(cfg: ExperimentConfig) -> list[str]:
     """launchers/pass_rate.py's arguments: the runs' recipe and shared overrides, the samples and the output."""
-    return ["--config", cfg.recipe, *cfg.overrides, f"pass_rate.samples={cfg.pass_rate_samples}",
-            f"pass_rate.output={pass_rate_path(cfg)}"]
+    return ["--config", cfg.recipe, *layered_overrides(cfg.overrides, [f"pass_rate.samples={cfg.pass_rate_samples}",
+                                                                       f"pass_rate.output={pass_rate_path(cfg)}"])]
 
 
 def run_child(script: str, args: list[str], num_ranks: int, log_path: str, what: str) -> None:

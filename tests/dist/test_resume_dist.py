@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gainrl import checkpoint
-from gainrl.config import TrainRunConfig, load_config
+from gainrl.config import TrainRunConfig, layered_overrides, load_config
 from gainrl.metric_names import phase_of
 from tests.helpers import REPO
 from tests.launch import DEMO, child_env, deepspeed, demo_overrides, expect_ok, run
@@ -30,8 +30,8 @@ TIMING_KEYS = ("elapsed_s", "tokens_per_s")
 
 
 def command(inputs, run_dir, *overrides):
-    return deepspeed("launchers/train.py", 2, "--config", DEMO, *demo_overrides(inputs, run_dir),
-                     "validation.every_epochs=1", "log.tensorboard=false", *overrides)
+    return deepspeed("launchers/train.py", 2, "--config", DEMO, *layered_overrides(
+        demo_overrides(inputs, run_dir) + ["validation.every_epochs=1", "log.tensorboard=false"], list(overrides)))
 
 
 def train(inputs, run_dir, *overrides):
@@ -77,11 +77,21 @@ def uninterrupted(inputs):
 def test_resume_after_stop_and_sigkill_equals_one_go(inputs, uninterrupted, tmp_path):
     run_dir = tmp_path / "interrupted"
     # 1) a stop request (what slurm's time-limit signal does): seen once step 1 has generated, before its
-    # update; the state before step 1 is checkpointed (as step 0) and the run exits 0
+    # update; the state before step 1 is checkpointed (as step 0) and the run exits 0. An earlier run's stop
+    # file, there before the start, is reported and not honoured; touched once the run has said so (then
+    # it validates and generates for seconds), it is a request.
     stop_file = tmp_path / "stop"
     stop_file.touch()
-    stopped = expect_ok(command(inputs, run_dir, *SHORT, f"train.stop_file={stop_file}"), 600)
-    assert f"stopping (stop file {stop_file})" in stopped.stderr
+    earlier = stop_file.stat().st_mtime_ns - 10**9
+    os.utime(stop_file, ns=(earlier, earlier))
+    log_path = tmp_path / "stopped.log"
+    with open(log_path, "w") as log:
+        process = start(inputs, run_dir, *SHORT, f"train.stop_file={stop_file}", log=log)
+        wait_for(lambda: "was there before this run started" in log_path.read_text(), process, 300,
+                 "the warning about the earlier run's stop file")
+        stop_file.touch()
+        assert process.wait(600) == 0, log_path.read_text()[-4000:]
+    assert f"stopping (stop file {stop_file})" in log_path.read_text()
     assert sorted(n for n in os.listdir(run_dir / "checkpoints") if n.startswith("step_")) == ["step_00000000"]
     assert not (run_dir / "final").exists()
     assert not stop_file.exists()  # honoured, so removed: the next run must not stop on it

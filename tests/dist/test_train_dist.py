@@ -6,15 +6,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gainrl.config import TrainRunConfig, load_config
+from gainrl.config import TrainRunConfig, layered_overrides, load_config
 from gainrl.dist import DistInfo
 from gainrl.trainer import build_run
 from tests.launch import DEMO, deepspeed, demo_overrides, expect_ok, run
 
 
 def command(tmp_path, *overrides):
-    return deepspeed("launchers/train.py", 2, "--config", DEMO, *demo_overrides(tmp_path, f"{tmp_path}/run"),
-                     *overrides)
+    return deepspeed("launchers/train.py", 2, "--config", DEMO,
+                     *layered_overrides(demo_overrides(tmp_path, f"{tmp_path}/run"), list(overrides)))
 
 
 def train(tmp_path, *overrides):

@@ -122,3 +122,21 @@ def test_the_demo_evaluates_with_its_training_prompt():
     assert evaluation.math_files["chains_test"] == demo.validation.path == demo.data.build_arithmetic.test_path
     assert evaluation.math_files["chains_train"] == demo.data.path
     assert evaluation.generation.max_new_tokens == demo.rollout.max_new_tokens
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"model:\n  path: [1\n", r"config file .*bad.yaml: not valid YAML at line 3, column 1: did not find expected"),
+    (b"- model\n- data\n", r"config file .*bad.yaml: its top level must be a mapping of sections .*got a list"),
+    (b"model:\n  path: \xff\xfe\n", r"config file .*bad.yaml: not UTF-8 text \(byte 15\)"),
+])
+def test_a_recipe_that_is_not_a_yaml_mapping_names_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(["--config", str(path), "model.path=m", "data.path=d"], TrainRunConfig)
+
+
+def test_an_override_given_twice_is_an_error_naming_both():
+    with pytest.raises(ValueError, match=r"config key 'train.epochs': given twice on the command line "
+                                         r"\(train.epochs=2, train.epochs=3\)"):
+        load_config(["model.path=m", "data.path=d", "train.epochs=2", "train.epochs=3"], TrainRunConfig)

@@ -24,8 +24,9 @@ def lines(path):
 
 def test_eval_run_writes_records_and_summaries_and_resumes(tiny_model_dir, tmp_path):
     out = str(tmp_path / "eval")
-    common = ["--model", tiny_model_dir, "--benchmarks", "math500,humaneval", "--name", "tiny",
-              f"output_dir={out}", "generation.max_new_tokens=16", "generation.enforce_eager=true"]
+    settings = ["--model", tiny_model_dir, "--benchmarks", "math500,humaneval", "--name", "tiny",
+                f"output_dir={out}", "generation.enforce_eager=true"]
+    common = settings + ["generation.max_new_tokens=16"]
     first_run = run([RUN, *common, "--limit", "3"])
     folder = os.path.join(out, "tiny")
     for benchmark in ("math500", "humaneval"):
@@ -47,7 +48,7 @@ def test_eval_run_writes_records_and_summaries_and_resumes(tiny_model_dir, tmp_p
     assert len(records) == 5 and len({r["id"] for r in records}) == 5
 
     engines_built = open(vllm_log).read().count("init engine")  # (vLLM logs this line when it builds one)
-    refused = run([RUN, *common, "--limit", "5", "generation.max_new_tokens=8"], expect_ok=False)
+    refused = run([RUN, *settings, "--limit", "5", "generation.max_new_tokens=8"], expect_ok=False)
     assert "differs in: max_new_tokens" in refused.stderr and "Traceback" not in refused.stderr
     assert open(vllm_log).read().count("init engine") == engines_built == 2  # refused before an engine was built
 

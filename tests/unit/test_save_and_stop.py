@@ -1,5 +1,7 @@
 """checkpoint.SaveAndStop: when a run checkpoints and stops (steps, minutes, the stop file, the job's end),
 on a fake clock, in one process (its broadcasts are then the identity)."""
+import os
+
 import pytest
 
 from gainrl.checkpoint import JOB_END_ENV, SaveAndStop, deadline_margin_s
@@ -55,6 +57,19 @@ def test_the_stop_file_stops_and_is_removed_when_honoured(tmp_path):
     assert run_step(when, clock, 1, 1.0) == (True, f"stop file {tmp_path / 'STOP'}")
     when.honoured()
     assert not (tmp_path / "STOP").exists() and when.stop_reason() is None
+
+
+def test_a_stop_file_there_before_the_run_is_reported_and_not_honoured_until_touched_again(tmp_path, capsys):
+    stale = tmp_path / "STOP"
+    stale.write_text("")
+    old = stale.stat().st_mtime_ns - 10**9
+    os.utime(stale, ns=(old, old))  # an earlier run's
+    when, clock = make(tmp_path, "train.checkpoint_every=0")
+    assert f"the stop file {stale} was there before this run started" in capsys.readouterr().err
+    assert when.stop_reason() is None and run_step(when, clock, 1, 1.0) == (False, None)
+    assert stale.exists()  # left as it was
+    stale.touch()  # a request now
+    assert when.stop_reason() == f"stop file {stale}"
 
 
 def test_the_run_stops_when_the_job_end_is_nearer_than_a_step_and_a_checkpoint(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gainrl import checkpoint
-from gainrl.config import DataConfig, TrainRunConfig, load_config
+from gainrl.config import DataConfig, TrainRunConfig, layered_overrides, load_config
 from gainrl.data import dataset_fingerprint, load_rows
 from gainrl.metric_names import phase_of, phase_seconds_key
 from gainrl.prompts import PromptBuilder, build_prompts
@@ -35,12 +35,12 @@ def rows_and_prompts(tiny_model_dir, tiny_tokenizer):
 
 def make_run(tmp_path, tiny_model_dir, tiny_tokenizer, rows_and_prompts, *overrides, nan_steps=(), on_generate=None,
              validate=False, columns=None, skip_pushes=()):
-    cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", f"train.output_dir={tmp_path}",
-                       "sampler.order=random", "sampler.prompts_per_epoch=8", "sampler.adj_max=8",
-                       "sampler.sigma=5", "sampler.n=2", "train.prompts_per_step=4",
-                       f"grpo.group_size={GROUP_SIZE}", "train.micro_batch_size=4", "train.epochs=2",
-                       "train.checkpoint_every=0", "train.keep_checkpoints=9", "log.tensorboard=false",
-                       "log.plots=false", "rollout.temperature=0.9", *overrides], TrainRunConfig)
+    cfg = load_config(layered_overrides(
+        [f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", f"train.output_dir={tmp_path}",
+         "sampler.order=random", "sampler.prompts_per_epoch=8", "sampler.adj_max=8", "sampler.sigma=5", "sampler.n=2",
+         "train.prompts_per_step=4", f"grpo.group_size={GROUP_SIZE}", "train.micro_batch_size=4", "train.epochs=2",
+         "train.checkpoint_every=0", "train.keep_checkpoints=9", "log.tensorboard=false", "log.plots=false",
+         "rollout.temperature=0.9"], list(overrides)), TrainRunConfig)
     rows, prompts = rows_and_prompts
     data = TrainData(rows[:NUM_ROWS], prompts[:NUM_ROWS], dataset_fingerprint(rows[:NUM_ROWS]))
     torch.manual_seed(cfg.seed)
