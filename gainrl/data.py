@@ -41,6 +41,8 @@ def _load_table(cfg: DataConfig) -> datasets.Dataset:
     if ext in FILE_FORMATS:
         if not os.path.isfile(cfg.path):
             raise ValueError(f"data.path: file not found: {cfg.path}")
+        if ext != ".parquet":
+            _check_text(cfg.path)
         try:
             return datasets.load_dataset(FILE_FORMATS[ext], data_files=cfg.path, split="train")
         except Exception as e:  # arrow's own message names no row: find the offending line
@@ -52,6 +54,22 @@ def _load_table(cfg: DataConfig) -> datasets.Dataset:
     except Exception as e:
         raise ValueError(f"data.path: {cfg.path!r} is neither a local file nor a loadable dataset "
                          f"(split {cfg.split!r}): {e}") from e
+
+
+def _check_text(path: str) -> None:
+    """A JSON file must be UTF-8 text with something in it: else an error naming the line of the first bad byte,
+    or saying it is empty (arrow's reader would fail on either without naming the file or the line)."""
+    empty = True
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}, line {number}: not UTF-8 text (byte 0x{line[e.start]:02x} at column "
+                                 f"{e.start + 1}): re-encode the file as UTF-8") from None
+            empty = empty and not text.strip()
+    if empty:
+        raise ValueError(f"data.path: {path} is empty (no rows): a truncated copy, or the wrong file?")
 
 
 def _first_bad_json_line(path: str) -> Optional[str]:

@@ -117,3 +117,17 @@ def test_hub_name_that_cannot_be_loaded_is_a_clear_error():
         load_rows(DataConfig(path="no-such-org/no-such-dataset"))
     with pytest.raises(ValueError, match="is not a .json, .jsonl or .parquet file"):
         load_rows(DataConfig(path=BUNDLED_ROWS.rsplit("/", 1)[0]))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.jsonl", b"", r"data.path: .*empty.jsonl is empty \(no rows\)"),
+    ("blank.jsonl", b"\n  \n", r"data.path: .*blank.jsonl is empty \(no rows\)"),
+    ("empty.json", b"", r"data.path: .*empty.json is empty \(no rows\)"),
+    ("latin1.jsonl", b'{"id": "a", "problem": "1+1", "answer": "2"}\n{"id": "b", "problem": "caf\xe9", "answer": "1"}\n',
+     r"latin1.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column 28\): re-encode the file as UTF-8"),
+])
+def test_an_empty_or_non_utf8_file_is_named_with_its_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_rows(DataConfig(path=str(path)))
