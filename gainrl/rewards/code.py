@@ -97,12 +97,15 @@ def build_job(problem: Mapping, completion: str, *, pass_fraction: bool = False,
     entry = problem["entry_point"]
     program = extract_program(completion, entry) if extract else completion
     test = problem["test"] if tests is None else tests
+    trusted = ""
     if problem["test_type"] == "check_fn":
         solution = problem["prompt"] + "\n" + program if _defines(program, entry) else problem["prompt"] + program
         test = test + f"\n\ncheck({entry})\n"
+        trusted = problem["prompt"]  # the helpers a check calls are the prompt's, not the program's
     else:
         solution = program
-    return Job(solution=solution, tests=test, entry_point=entry, split_tests=pass_fraction, name=str(row_id))
+    return Job(solution=solution, tests=test, entry_point=entry, split_tests=pass_fraction, name=str(row_id),
+               trusted=trusted)
 
 
 def run_completions(completions: Sequence[str], problems: Sequence[Mapping], *, pass_fraction: bool = False,

@@ -67,11 +67,11 @@ and the entry point), planting fake modules in `sys.modules` (the tests' imports
 solution runs and restored after it), and returning objects that fake comparisons: what the entry
 point returns must be plain data, built from exact builtin types taken before the solution ran (an
 always-true `__eq__`, a lying int subclass, a lazy iterator fail the check as `not_plain_data`, even
-if the test catches the exception). Not covered (threat model): a program that deliberately
-introspects the harness (frames, `gc`, its own memory, tracing) can find the token or skip
-asserts; other functions of the program that the tests call (HumanEval helpers such as `poly`),
-or patching attributes of modules the tests use (`numpy.allclose = ...`), fool the tests
-themselves; kernel exploits. The sandbox protects rewards
+if the test catches the exception), and redefining the helpers a check calls: with `Job.trusted`
+(HumanEval's prompt) the tests see the prompt's `poly` or `encode_cyclic`, not the program's. Not
+covered (threat model): a program that deliberately introspects the harness (frames, `gc`, its own
+memory, tracing) can find the token or skip asserts; patching attributes of modules the tests use
+(`numpy.allclose = ...`) fools the tests themselves; kernel exploits. The sandbox protects rewards
 against common reward hacking and the caller against runaway or crude hostile programs.
 """
 from __future__ import annotations
@@ -128,15 +128,19 @@ class Job:
     `split_tests`: run each top-level `assert` of `tests` separately and count them (other
     top-level statements are setup; a failing setup statement fails the remaining checks).
     Without top-level asserts the tests are one check.
+    `trusted`: code run before the solution (HumanEval's prompt) whose top-level names, but the entry
+    point, the tests see in place of the solution's: a check that calls a helper the prompt defines
+    (`poly`, `encode_cyclic`) calls the prompt's, whatever the program redefined.
     """
     solution: str
     tests: str = ""
     entry_point: str = ""
     split_tests: bool = False
     name: str = ""
+    trusted: str = ""
 
     def __post_init__(self):
-        for field in ("solution", "tests", "entry_point", "name"):
+        for field in ("solution", "tests", "entry_point", "name", "trusted"):
             if not isinstance(getattr(self, field), str):
                 raise ValueError(f"job {self.name!r}: {field} must be a str, got {type(getattr(self, field)).__name__}")
 
@@ -589,7 +593,7 @@ def _run(job: Job, limits: Limits, mode: str, hide_paths: Sequence[str]) -> Sand
            "limits": {"wall_s": limits.wall_s, "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
                       "max_processes": limits.max_processes, "max_open_files": limits.max_open_files,
                       "max_file_bytes": limits.max_file_bytes, "disk_bytes": limits.disk_bytes},
-           "job": {"solution": job.solution, "tests": job.tests, "entry_point": job.entry_point,
+           "job": {"solution": job.solution, "tests": job.tests, "entry_point": job.entry_point, "trusted": job.trusted,
                    "split_tests": job.split_tests}}
     payload = marshal.dumps(msg)
     started = time.monotonic()

@@ -518,6 +518,12 @@ def _harness(job, token, result_fd):
     except _BaseException as exc:
         finish("error", "bad_tests", 0, 0, describe(exc))
     total = sum(1 for is_check, _ in checks if is_check)
+    trusted_globals = {"__name__": "trusted"}  # the prompt's own helpers, defined before the solution runs
+    if job["trusted"]:
+        try:
+            _exec(_compile(job["trusted"], "<trusted>", "exec", dont_inherit=True), trusted_globals)
+        except _BaseException as exc:
+            finish("error", "bad_tests", 0, 0, describe(exc))
     guard, not_plain = _plain_data_guard(job["entry_point"])  # built from types taken before the solution runs
     modules_before = _dict(_modules)
 
@@ -561,6 +567,9 @@ def _harness(job, token, result_fd):
                 test_globals[name] = value
     except _BaseException as exc:
         finish("failed", "solution_error", 0, total, describe(exc))
+    for name, value in _dict(trusted_globals).items():
+        if name != entry and not name.startswith("__"):
+            test_globals[name] = value
     test_globals["__builtins__"] = _dict(builtins_snapshot)
     test_globals["__name__"] = "tests"
     if entry in test_globals:  # what it returns must be plain data before any test compares it

@@ -155,6 +155,17 @@ def test_a_return_value_that_fakes_equality_fails_on_humaneval_and_mbpp_rows(hum
         assert f"returned {kind}, not plain data" in result.detail
 
 
+def test_a_check_calls_the_prompts_own_helpers_not_the_programs(humaneval):
+    """HumanEval/38's check encodes with the prompt's encode_cyclic and asks decode_cyclic to invert it;
+    HumanEval/32's checks find_zero's root with the prompt's poly. A program that redefines the helper to
+    make the check trivial (identity encoding, a poly that is always 0) fails; the canonical ones pass."""
+    cyclic, zero = humaneval["HumanEval/38"], humaneval["HumanEval/32"]
+    cheats = ["```python\ndef encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n```",
+              "```python\ndef poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 0.0\n```"]
+    assert code_reward(cheats, [cyclic, zero]) == [0.0, 0.0]
+    assert code_reward([cyclic["canonical_solution"], zero["canonical_solution"]], [cyclic, zero]) == [1.0, 1.0]
+
+
 def test_plain_data_of_every_builtin_kind_passes(mbpp):
     row = dict(mbpp["mbpp/1"], test="from collections import Counter, deque\nfrom fractions import Fraction\n"
                "assert min_cost(1, 2, 3) == [1, 2.5, (3, 'a', b'b'), {4: {5}}, frozenset({6}), None, True, "
