@@ -201,6 +201,7 @@ class TrainConfig:
     zero3_persist_gib: float = 2.0
     ds_config: str = "ds_configs/zero3.json"  # DeepSpeed JSON for the policy (and the reference model)
     score_file: Optional[str] = None  # ranking to walk; None = score the dataset first (scorer section)
+    allow_score_file_from_other_model: bool = False  # use a train.score_file made with another model than model.path
     output_dir: str = "runs/train"  # metrics.jsonl, plots and checkpoints go here
     checkpoint_every: int = 50  # steps between checkpoints (<output_dir>/checkpoints/step_N); 0 = only at the end
     checkpoint_every_minutes: float = 0.0  # also checkpoint when this long has passed since the last one; 0 = off

@@ -11,6 +11,7 @@ from typing import Optional
 from . import dist, metrics
 from .config import TrainRunConfig
 from .data import Row, dataset_fingerprint, load_rows
+from .models import checkpoint_fingerprint
 from .prompts import Prompt, PromptBuilder, build_prompts
 from .scorer import run_scoring
 from .scores import COLUMNS as ANGLE_COLUMNS, read_score_file
@@ -60,6 +61,15 @@ def load_ranking(cfg: TrainRunConfig, info: dist.DistInfo, data: TrainData) -> t
                              "that has it (e.g. launchers/pass_rate.py's for pass_rate)")
         path = dist.broadcast_from_rank0(run_scoring(cfg, info))
     try:
-        return os.path.abspath(path), read_score_file(path, data.fingerprint).columns
+        table = read_score_file(path, data.fingerprint)
     except ValueError as e:
         raise ValueError(f"config key 'train.score_file': {e}") from None
+    made_with = table.metadata.get("model_fingerprint")
+    if cfg.train.score_file is not None and made_with and not cfg.train.allow_score_file_from_other_model:
+        ours = checkpoint_fingerprint(cfg.model.path)
+        if made_with != ours:  # a ranking is one model's view of the data: another's is a different curriculum
+            raise ValueError(
+                f"config key 'train.score_file': {path} was made with another model ({table.metadata.get('model_path')}, "
+                f"fingerprint {made_with[:12]}) than model.path {cfg.model.path} ({ours[:12]}): score the data with "
+                "this model (leave train.score_file unset), or set train.allow_score_file_from_other_model=true")
+    return os.path.abspath(path), table.columns

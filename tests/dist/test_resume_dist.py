@@ -190,7 +190,8 @@ def test_nan_losses_stop_the_run_after_a_checkpoint(inputs, uninterrupted, tmp_p
     score_file = next((inputs / "scores").glob("*.scores.json"))  # scored on the healthy model
     result = train(inputs, tmp_path / "run", "train.epochs=2", "sampler.prompts_per_epoch=24",
                    "train.prompts_per_step=12", "train.max_nonfinite_steps=2", "grpo.kl_coef=0",
-                   f"model.path={poisoned}", f"train.score_file={score_file}")
+                   f"model.path={poisoned}", f"train.score_file={score_file}",
+                   "train.allow_score_file_from_other_model=true")
     assert result.returncode != 0
     assert "2 steps in a row had a NaN or inf loss (step 2)" in result.stderr, result.stderr[-4000:]
     assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "train_state.json").exists()

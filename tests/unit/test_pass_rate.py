@@ -1,6 +1,8 @@
 """The pass-rate job's parts (gainrl.pass_rate): the row split over ranks, the counting loop driven by
 the fake engine and reward (checked against what the reward was asked to grade), the columns and the
 file a difficulty curriculum walks. The job end to end, with vLLM, runs in tests/dist/test_pass_rate_dist.py."""
+import json
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,32 @@ def test_a_pass_rate_order_without_its_file_is_refused_before_any_scoring(data, 
                       TrainRunConfig)
     with pytest.raises(ValueError, match="sampler.order.*train.score_file"):
         load_ranking(cfg, DistInfo(0, 1, 0, 1, torch.device("cpu")), data)
+
+
+def test_a_score_file_made_with_another_model_is_refused_unless_allowed(data, tmp_path, tiny_model_dir):
+    import shutil
+
+    import torch
+    from gainrl.dist import DistInfo
+    from gainrl.train_data import load_ranking
+    cfg = load_config([f"model.path={tiny_model_dir}", f"data.path={BUNDLED_ROWS}", "pass_rate.samples=4"],
+                      PassRateRunConfig, validate_pass_rate)
+    columns = columns_from_counts(data.rows, data.prompts, {i: (i % 5, 4, 7) for i in range(len(data.rows))})
+    path = str(tmp_path / "pass_rate.json")
+    write_score_file(path, file_metadata(cfg, data, "float32"), columns)  # made with the tiny model
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    config = json.load(open(other / "config.json"))
+    json.dump({**config, "rms_norm_eps": 1e-5}, open(other / "config.json", "w"))  # another model
+    info = DistInfo(0, 1, 0, 1, torch.device("cpu"))
+
+    def ranking(model, *extra):
+        train_cfg = load_config([f"model.path={model}", f"data.path={BUNDLED_ROWS}", "sampler.order=pass_rate",
+                                 f"train.score_file={path}", *extra], TrainRunConfig)
+        return load_ranking(train_cfg, info, data)
+
+    assert ranking(tiny_model_dir)[1]["pass_rate"] == columns["pass_rate"]  # its own model: used
+    with pytest.raises(ValueError, match=r"config key 'train.score_file': .*pass_rate.json was made with another "
+                                         r"model .*train.allow_score_file_from_other_model=true"):
+        ranking(other)
+    assert ranking(other, "train.allow_score_file_from_other_model=true")[1]["pass_rate"] == columns["pass_rate"]
