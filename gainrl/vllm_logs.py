@@ -18,6 +18,7 @@ import os
 from . import dist
 
 CONFIG_ENV = "VLLM_LOGGING_CONFIG_PATH"
+_WRITTEN: set[str] = set()  # the config files this process pointed CONFIG_ENV at (any other value is the user's)
 
 
 class FirstOfEach(logging.Filter):
@@ -58,7 +59,7 @@ def log_config(log_path: str, console_level: str) -> dict:
 def send_vllm_logs_to(folder: str) -> str:
     """Route this process's vLLM logs to `folder`/vllm.rank<R>.log (created); returns the log's path. A user's
     own VLLM_LOGGING_CONFIG_PATH wins (nothing is changed then)."""
-    if os.environ.get(CONFIG_ENV) and not os.environ[CONFIG_ENV].startswith(os.path.abspath(folder)):
+    if os.environ.get(CONFIG_ENV) and os.environ[CONFIG_ENV] not in _WRITTEN:
         return os.environ[CONFIG_ENV]
     os.makedirs(folder, exist_ok=True)
     rank = dist.get_rank()
@@ -67,4 +68,5 @@ def send_vllm_logs_to(folder: str) -> str:
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(log_config(log_path, "WARNING" if rank == 0 else "ERROR"), f, indent=1)
     os.environ[CONFIG_ENV] = config_path
+    _WRITTEN.add(config_path)
     return log_path

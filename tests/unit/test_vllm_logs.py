@@ -32,6 +32,13 @@ def test_records_go_to_the_file_and_each_warning_once_to_the_console(tmp_path, m
     assert text.count("another warning") == 2
 
 
+def test_a_second_run_in_the_same_process_moves_the_logs_to_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    send_vllm_logs_to(str(tmp_path / "first"))
+    assert send_vllm_logs_to(str(tmp_path / "second")) == str(tmp_path / "second" / "vllm.rank0.log")
+    assert os.environ[CONFIG_ENV] == str(tmp_path / "second" / "vllm.rank0.logging.json")
+
+
 def test_a_users_own_vllm_logging_config_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv(CONFIG_ENV, "/etc/my-vllm-logging.json")
     assert send_vllm_logs_to(str(tmp_path / "logs")) == "/etc/my-vllm-logging.json"
