@@ -424,6 +424,8 @@ def _plain_data_guard(entry):
              fractions.Fraction, datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
              re.Match,  # always true, equal only to itself: MBPP's regex tasks return one and assert it
              *sequences, *mappings}
+    # by identity: a set lookup of the type itself would call a metaclass's __hash__ and __eq__ (the solution's)
+    plain_ids, sequence_ids, mapping_ids = ({id(t) for t in kinds} for kinds in (plain, sequences, mappings))
     _type, _id, _set, _dict_keys, _dict_values = type, id, set, dict.keys, dict.values
     type_name = type.__dict__["__name__"].__get__  # no attribute lookup the solution's metaclass could hook
     violations = []
@@ -436,16 +438,16 @@ def _plain_data_guard(entry):
         while stack:
             item = stack.pop()
             kind = _type(item)
-            if kind not in plain:
+            if _id(kind) not in plain_ids:
                 try:
                     return type_name(kind)
                 except BaseException:
                     return "an object of a type defined by the solution"
-            if kind in mappings or kind in sequences:
+            if _id(kind) in mapping_ids or _id(kind) in sequence_ids:
                 if _id(item) in seen:
                     continue
                 seen.add(_id(item))
-                if kind in mappings:
+                if _id(kind) in mapping_ids:
                     stack.extend(_dict_keys(item))
                     stack.extend(_dict_values(item))
                 else:

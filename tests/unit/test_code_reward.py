@@ -138,7 +138,7 @@ class Anything:
 """
 
 
-@pytest.mark.parametrize("value, kind", [("Anything()", "Anything"), ("Liar(5)", "Liar"),
+@pytest.mark.parametrize("value, kind", [("Anything()", "Anything"), ("Liar(5)", "Liar"), ("Posing()", "Posing"),
                                          ("[1, (2, {'k': Anything()})]", "Anything"), ("iter([8])", "list_iterator")])
 def test_a_return_value_that_fakes_equality_fails_on_humaneval_and_mbpp_rows(humaneval, mbpp, value, kind):
     """The entry point's return value reaches the tests only as plain data: an object that compares equal
@@ -146,7 +146,11 @@ def test_a_return_value_that_fakes_equality_fails_on_humaneval_and_mbpp_rows(hum
     check, for HumanEval's check(candidate) and MBPP's script asserts (every one of them, with
     pass_fraction), even though the comparison itself would have said equal."""
     he, mb = humaneval["HumanEval/2"], mbpp["mbpp/1"]
-    liar = "class Liar(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+    liar = ("class Liar(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+            # a metaclass that makes its class hash and compare like int: equal to `int` in a set lookup
+            "class PoseAsInt(type):\n    def __hash__(cls):\n        return hash(int)\n"
+            "    def __eq__(cls, other):\n        return True\n"
+            "class Posing(Anything, metaclass=PoseAsInt):\n    pass\n")
     programs = [f"def truncate_number(number):\n    return {value}\n", f"def min_cost(cost, m, n):\n    return {value}\n"]
     completions = ["```python\n" + ALWAYS_EQUAL + liar + program + "```" for program in programs]
     results = run_completions(completions, [he, mb], pass_fraction=True)
