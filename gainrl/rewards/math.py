@@ -4,9 +4,12 @@ A completion is graded in three steps:
 1. `extract_boxed` takes the content of the last `\\boxed{...}` / `\\fbox{...}` / `\\framebox{...}`
    (braces matched, escaped `\\{ \\}` skipped) or `\\boxed 5` (space form: the next token). No box,
    or a last box left open (a truncated completion), grades wrong ("no_boxed").
-2. Both answers are normalised (`math_normalize.normalize_answer`: units, `\\text{}`, degrees,
-   percent and dollar signs, spacing, thousands separators; its docstring lists the rules). A
-   reference may be a string or a JSON number (142.0 -> "142"). Then, in this process:
+2. An answer that qualifies its value where the reference does not (`18 or more`, `at least 18`,
+   `about 18`, `between 5 and 7`: `math_normalize.hedges`, also read in the problem's choices)
+   grades wrong ("hedged"). Both answers are normalised (`math_normalize.normalize_answer`: units,
+   `\\text{}`, degrees, percent and dollar signs, spacing, thousands separators, `or`/`and` lists,
+   scale and number words; its docstring lists the rules). A reference may be a string or a JSON
+   number (142.0 -> "142"). Then, in this process:
    - equal texts grade right ("exact"); a plain `1,000` is read as one number, and failing
      that as a list (`70,110`: MATH's "enter all solutions");
    - multiple choice: a letter `(C)`, `\\text{(C)}`, `\\textbf{(C) }12` (or a bare `C` where the
@@ -28,17 +31,20 @@ A completion is graded in three steps:
      names the whole equations; a list of assignments to distinct names is a mapping
      (`x=1, y=2` == `y=2, x=1` != `x=2, y=1`);
    - two plain numbers (`math_normalize.parse_number`: 025, 18.00, 1.2e5, `1.2\\times10^{5}`,
-     `\\frac12`, `2\\frac{1}{2}`) are compared by exact value ("numeric": 12 == 12.00, 12 != 1.2,
-     `\\frac{1}{2}` == 0.5), or within `GradingRules.numeric_rel_tol` of the reference when it is
-     set. A terminating decimal against a fraction such as 1/3 goes to math_verify (which accepts
-     a 6-decimal rounding: 0.333333); two words of >= 2 letters that differ only in case are equal
-     (`\\text{Yes}` == `yes`).
+     `\\frac12`, `2\\frac{1}{2}`, `0.\\overline{3}`) are compared by exact value ("numeric": 12 == 12.00,
+     12 != 1.2, `\\frac{1}{2}` == 0.5, 0.333333 != `\\frac13` == `0.\\overline{3}`), or within
+     `GradingRules.numeric_rel_tol` of the reference when it is set;
+   - two runs of letters, one of them >= 3 long, are text: equal only up to case (`\\text{Yes}` ==
+     `yes`; `step` != `pets`, which math_verify would take as equal products of symbols). Two
+     two-letter runs are left to math_verify (`xy` == `yx`).
 3. Anything else goes to math_verify (`parse` + `verify`) on the normalised items: symbolic
    equality (`2\\sqrt{2}` == `\\sqrt{8}`, `\\frac{\\pi}{2}` == `\\pi/2`), equations, inequalities,
    unions of intervals, matrices. Its own unit stripping is off (units are gone by step 2, and it
-   dropped a trailing letter: `\\frac{1}{\\sqrt{2}}c` parsed as `\\frac{1}{\\sqrt{2}}`). With
-   `numeric_rel_tol` set, two answers that evaluate to numbers (`\\frac{\\pi}{2}` vs 1.5708) are
-   compared within it instead.
+   dropped a trailing letter: `\\frac{1}{\\sqrt{2}}c` parsed as `\\frac{1}{\\sqrt{2}}`). A plain
+   decimal reaches it as its exact fraction, so its rounding of floats (to 6 places: 3.141593 ==
+   `\\pi`) never accepts an approximation. With `numeric_rel_tol` set, two answers that evaluate to
+   numbers (`\\frac{\\pi}{2}` vs 1.5708) are compared within it instead: the one way an
+   approximation grades right.
 
 Benchmarks (`BENCHMARK_RULES`, `rules_for`): exact numbers everywhere except Minerva, whose
 answers are rounded physical quantities ("to two significant figures"): the evaluation code
@@ -76,7 +82,7 @@ from fractions import Fraction
 from multiprocessing.connection import wait as wait_for_connections
 from typing import Optional, Sequence, Union
 
-from .math_normalize import (Group, has_finite_decimal, matching_brace, normalize_answer, parse_choices, parse_group,
+from .math_normalize import (Group, hedges, matching_brace, normalize_answer, parse_choices, parse_group,
                              parse_number, reference_text, split_assignment, split_choice_label,
                              thousands_number)
 
@@ -84,8 +90,8 @@ __all__ = ["BENCHMARK_RULES", "DEFAULT_RULES", "GradingRules", "MathGrader", "Ve
            "math_reward", "normalize_answer", "parse_choices", "reference_text", "rules_for"]
 
 # Verdict reasons: which step decided, or why grading failed.
-NO_BOXED, EMPTY_BOXED, EXACT, NUMERIC, MATH_VERIFY, TIMEOUT, ERROR = (
-    "no_boxed", "empty_boxed", "exact", "numeric", "math_verify", "timeout", "error")
+NO_BOXED, EMPTY_BOXED, HEDGED, EXACT, NUMERIC, MATH_VERIFY, TIMEOUT, ERROR = (
+    "no_boxed", "empty_boxed", "hedged", "exact", "numeric", "math_verify", "timeout", "error")
 
 
 @dataclass(frozen=True)
@@ -301,18 +307,17 @@ class _Judge:
 
     def _scalar(self, answer: str, gold: str) -> bool:
         answer_value, gold_value = parse_number(answer), parse_number(gold)
-        if answer_value is not None and gold_value is not None:
+        if answer_value is not None and gold_value is not None:  # exact: 0.333333 is not 1/3
             self.used_numeric = True
-            if answer_value == gold_value:
-                return True
             if self.rules.numeric_rel_tol:
                 return abs(answer_value - gold_value) <= Fraction(repr(self.rules.numeric_rel_tol)) * abs(gold_value)
-            if has_finite_decimal(answer_value) and has_finite_decimal(gold_value):
-                return False
-        if _WORD.fullmatch(answer) and _WORD.fullmatch(gold) and answer.lower() == gold.lower():
-            return True
+            return answer_value == gold_value
+        if _WORD.fullmatch(answer) and _WORD.fullmatch(gold) and max(len(answer), len(gold)) >= 3:
+            return answer.lower() == gold.lower()  # words are text, not products of letters: `step` is not `pets`
         if _LETTER.fullmatch(answer) and _LETTER.fullmatch(gold):  # two symbols, or the letters of `\text{A, C}`
             return answer == gold
+        if not self.rules.numeric_rel_tol:  # a decimal against `\pi` or `\sqrt{2}`: its exact value, not a rounding
+            answer, gold = _exact_text(answer, answer_value), _exact_text(gold, gold_value)
         return self._symbolic(answer, gold)
 
     def _symbolic(self, answer: str, gold: str) -> bool:
@@ -320,6 +325,16 @@ class _Judge:
             raise _NeedsMathVerify
         self.used_math_verify = True
         return _math_verify_equivalent(answer, gold, self.rules.numeric_rel_tol)
+
+
+def _exact_text(text: str, value: Optional[Fraction]) -> str:
+    """A plain number as an exact fraction math_verify cannot round (`3.141593` -> `\\frac{3141593}{1000000}`)."""
+    if value is None:
+        return text
+    magnitude = abs(value)
+    exact = str(magnitude.numerator) if magnitude.denominator == 1 else \
+        f"\\frac{{{magnitude.numerator}}}{{{magnitude.denominator}}}"
+    return "-" + exact if value < 0 else exact
 
 
 def _normalized_pair(extracted: str, reference) -> tuple[str, str]:
@@ -336,6 +351,9 @@ def _quick_verdict(extracted: Optional[str], reference, rules: GradingRules) -> 
         return Verdict(False, None, NO_BOXED)
     if not answer:
         return Verdict(False, extracted, EMPTY_BOXED)
+    allowed = hedges(reference_text(reference)).union(*(hedges(value) for _, value in rules.choices))
+    if not hedges(extracted) <= allowed:  # `18 or more`, `about 18`: the reference says no such thing
+        return Verdict(False, extracted, HEDGED)
     judge = _Judge(rules, with_math_verify=False)
     try:
         return Verdict(judge.top(answer, gold), extracted, judge.reason())

@@ -17,8 +17,16 @@
  5. Degrees (`^\\circ`, `^{\\circ}`, `30\\circ`, `\\degree`, `°`, and a temperature letter after them:
     `1950^\\circ C` -> 1950), percent signs (`\\%`, `%`: 50\\% is 50, not 0.5) and dollar signs
     (`\\$`, `$`, `\\textdollar`) are dropped.
- 6. A number (scientific notation included) followed by words is the number: `18 dollars` -> 18,
-    `4.4 \\times 10^{14} Hz` -> its number (words of >= 2 letters; `2 x` stays a product).
+ 6. Words are read, item by item of a bare list:
+    - `or` / `and` between values make a list (`1 \\text{ or } 5` -> 1,5; `2, 3, and 4` -> 2,3,4), but not
+      before a qualifier (`12 or more`) nor inside number words (`one hundred and five`);
+    - the imaginary unit loses an explicit product (`4\\cdot i` -> 4i, `i\\cdot\\sqrt{2}` -> i\\sqrt{2});
+    - scale words multiply (`1.5 million` -> 1500000, `3 hundred` -> 300) and number words are read
+      (`five` -> 5, `twenty-one` -> 21; `number_words.parse_number_words`), with unit words after them;
+    - a number (scientific notation included) followed by words is the number: `18 dollars` -> 18,
+      `4.4 \\times 10^{14} Hz` -> its number (words of >= 2 letters; `2 x` stays a product).
+    Words that qualify a number are never units (`hedges`: `12 or more` keeps its words), and neither are
+    `or`, `and` and scale words (`5\\text{ million}` is not 5).
  7. Whitespace is dropped (one space is kept after a command before a letter: `\\pi r`), and so is
     a trailing period; primes after a plain number (`0.003^{\\prime\\prime}`, `3''`) are dropped.
 A plain comma stays: `1,000` may be a number or a list (`70,110`: MATH's solutions 70 and 110);
@@ -26,8 +34,12 @@ A plain comma stays: `1,000` may be a number or a list (`70,110`: MATH's solutio
 
 `parse_number` reads the exact value (a Fraction) of a normalised plain number: integers and
 decimals (`025`, `.5`, `18.00`), scientific notation (`1.2e5`, `1.2\\times10^{5}`, `10^{-3}`),
-simple fractions (`\\frac{1}{2}`, `\\frac12`, `-3/2`), mixed numbers (`2\\frac{1}{2}` = 5/2) and a
-number in parentheses (`(-3)`); anything else (`\\sqrt2`, `\\pi`, `2x`) is not a plain number.
+simple fractions (`\\frac{1}{2}`, `\\frac12`, `-3/2`), mixed numbers (`2\\frac{1}{2}` = 5/2), repeating
+decimals (`0.\\overline{3}` = 1/3, `0.1\\overline{6}` = 1/6; `\\bar` and `\\dot` too) and a number in
+parentheses (`(-3)`); anything else (`\\sqrt2`, `\\pi`, `2x`, `0.333\\ldots`) is not a plain number.
+
+`hedges` names the qualifiers in an answer (`or more`, `at least`, `about`, `between`, ..): the grader
+rejects an answer whose qualifiers the reference does not have.
 
 `parse_group` reads the structure of a normalised answer: a set `\\{a,b\\}`, a bracketed tuple or
 interval (`(a,b)`, `[a,b]`, `[a,b)`, `(a,b]`), or a bare list `a,b` (top-level commas); an item
@@ -45,6 +57,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Optional
+
+from .number_words import SCALES, VOCABULARY, parse_number_words
 
 # ---------------------------------------------------------------- braces
 _WRAPPERS = ("text", "textbf", "textit", "textrm", "textnormal", "mbox", "mathrm", "mathbf", "boldsymbol", "emph")
@@ -106,7 +120,15 @@ _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|(?<=\d)\s*
 _TEMPERATURE = re.compile(r"(\d)\s*(?:" + _DEGREES.pattern + r")\s*[CFK](?![A-Za-z])")
 _PERCENT_DOLLAR = re.compile(r"\\%|%|\\\$|\$")
 _SCI_TEXT = r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+|\s*\\(?:times|cdot)\s*10\s*\^\s*\{?\s*-?\d+\s*\}?)?"
-_NUMBER_WITH_WORDS = re.compile(r"(" + _SCI_TEXT + r")\s+[A-Za-z]{2,}(?:[\s/.-]+[A-Za-z]{2,})*\.?")
+_WORDS = r"[A-Za-z]{2,}(?:[\s/.-]+[A-Za-z]{2,})*"
+_NUMBER_WITH_WORDS = re.compile(r"(" + _SCI_TEXT + r")\s+(" + _WORDS + r")\.?")
+_SCALED_NUMBER = re.compile(r"([+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+))\s+(hundred|thousand|million|billion|trillion)"
+                            r"(?:\s+(" + _WORDS + r"))?\.?")
+_CONJUNCTION = re.compile(  # `1 or 5`, `2, 3, and 4`: a list, but not `12 or more`, nor `one hundred and five`
+    r"(?<!hundred)(?<!thousand)(?<!million)(?<!billion)(?<!trillion)\s*,?\s+(?:and|or)\s+(?!(?:"
+    r"more|fewer|less|greater|higher|lower|larger|smaller|bigger|above|below|over|under|so|up|later|earlier)(?![A-Za-z]))")
+_IMAGINARY_PRODUCT = re.compile(r"(?<=[\d})])\s*(?:\\cdot|\\times|\*)\s*i(?![A-Za-z])"  # 4\cdot i -> 4i
+                                r"|(?<![A-Za-z\\])i\s*(?:\\cdot|\\times|\*)\s*(?=\\[A-Za-z]|\()")  # i\cdot\sqrt2 -> i\sqrt2
 _SPACES = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])|\s+")
 _PRIMES = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+))(?:'+|\")")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
@@ -114,6 +136,9 @@ _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 def _drop_trailing_units(text: str) -> str:
     while True:
+        unit = _TEXT_UNIT.search(text)
+        if unit and not _are_units(_unwrap(unit.group(0))):  # `5\text{ or more}`, `2\text{ million}`
+            return text
         stripped = _TEXT_UNIT.sub("", text)
         unit = _MATHRM_UNIT.search(stripped)
         if unit:
@@ -138,14 +163,58 @@ def normalize_answer(answer: str) -> str:
         text = pattern.sub(replacement, text)
     text = _TEMPERATURE.sub(r"\1", text)
     text = _PERCENT_DOLLAR.sub("", _DEGREES.sub("", text)).strip()
-    with_words = _NUMBER_WITH_WORDS.fullmatch(text)
-    if with_words:
-        text = with_words.group(1)
+    text = _IMAGINARY_PRODUCT.sub("i", _CONJUNCTION.sub(",", text))
+    read = _read_words(text)  # the whole first: `1,500 thousand` is one number
+    items = _split_top_level(text)
+    text = read if read != text or len(items) == 1 else ",".join(_read_words(item.strip()) for item in items)
     text = _SPACES.sub(lambda m: m.group(1) + " " if m.group(1) else "", text).rstrip(".")
     primes = _PRIMES.fullmatch(text)
     if primes:
         text = primes.group(1)
     return text
+
+
+# ---------------------------------------------------------------- words: hedges, scale and number words
+_AFTER_OR = ("more|fewer|less|greater|higher|lower|larger|smaller|bigger|longer|shorter|above|below|over|under|so"
+             "|later|earlier|better|worse")
+_HEDGE = re.compile(
+    r"(?<![A-Za-z\\-])(?:or\s+(?:" + _AFTER_OR + r")|and\s+(?:up|above|below|over|under|more|less|higher|lower)"
+    r"|at\s+(?:least|most)|(?:more|fewer|less|greater|higher|lower|larger|smaller|bigger|longer|shorter)\s+than"
+    r"|up\s+to|more\s+or\s+less|give\s+or\s+take|close\s+to|about|around|approximately|approx|roughly|nearly"
+    r"|almost|circa|maybe|perhaps|probably|possibly|between|within|under|above|below)(?![A-Za-z-])", re.IGNORECASE)
+
+
+def hedges(answer: str) -> frozenset[str]:
+    """The qualifiers in an answer that change what its number means (`or more`, `at least`, `about`, `between`),
+    lower case, one space between words; words inside LaTeX commands (`\\approx`, `\\overline`) are not read."""
+    text = re.sub(r"\\[A-Za-z]+", " ", _unwrap(answer))
+    return frozenset(" ".join(match.group(0).lower().split()) for match in _HEDGE.finditer(text))
+
+
+def _are_units(words: str) -> bool:
+    """Whether the words after a number can be dropped as its unit: not a qualifier, a conjunction or a scale word."""
+    tokens = set(words.lower().replace("-", " ").split())
+    return not hedges(words) and not tokens & ({"or", "and"} | set(SCALES) | {"hundred"})
+
+
+def _read_words(item: str) -> str:
+    """One item with its words read: `1.5 million` -> 1500000, `twenty-one apples` -> 21, `18 dollars` -> 18."""
+    scaled = _SCALED_NUMBER.fullmatch(item)
+    if scaled and (scaled.group(3) is None or _are_units(scaled.group(3))):
+        scale = 100 if scaled.group(2) == "hundred" else SCALES[scaled.group(2)]
+        value = Decimal(scaled.group(1).replace(",", "")) * scale
+        return format(value.normalize(), "f") if value != value.to_integral_value() else str(int(value))
+    tokens = item.rstrip(".").split()
+    for count in range(len(tokens), 0, -1):  # the longest run of number words, then unit words
+        value = parse_number_words(" ".join(tokens[:count]))
+        units = " ".join(tokens[count:])
+        if value is not None and (not units or re.fullmatch(_WORDS, units) and _are_units(units)
+                                  and not {token.lower() for token in tokens[count:]} & VOCABULARY):
+            return str(value)
+    with_words = _NUMBER_WITH_WORDS.fullmatch(item)
+    if with_words and _are_units(with_words.group(2)):
+        return with_words.group(1)
+    return item
 
 
 def thousands_number(text: str) -> Optional[str]:
@@ -187,6 +256,7 @@ _POWER_OF_TEN = re.compile(r"10" + _EXPONENT)
 _FRACTION = re.compile(r"\\frac(?:\{([+-]?" + _DECIMAL + r")\}|(\d))(?:\{(" + _DECIMAL + r")\}|(\d))"
                        r"|(" + _DECIMAL + r")/(" + _DECIMAL + r")")
 _MIXED = re.compile(r"(\d+)\\frac(?:\{(\d+)\}|(\d))(?:\{(\d+)\}|(\d))")
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\(?:overline|bar|dot)(?:\{(\d+)\}|(\d))")  # 0.1\overline{6} = 1/6
 _MAX_EXPONENT = 400  # 10^400 is exact and cheap; 10^(10^9) is left to the time-limited workers
 
 
@@ -212,6 +282,11 @@ def _unsigned_number(text: str) -> Optional[Fraction]:
         numerator, denominator = [g for g in match.groups() if g is not None]
         denominator = Fraction(Decimal(denominator))
         return Fraction(Decimal(numerator)) / denominator if denominator else None
+    match = _REPEATING.fullmatch(text)
+    if match:
+        whole, fixed, repeat = match.group(1), match.group(2), match.group(3) or match.group(4)
+        fixed_value = Fraction(int(fixed or "0"), 10 ** len(fixed))
+        return int(whole or "0") + fixed_value + Fraction(int(repeat), (10 ** len(repeat) - 1) * 10 ** len(fixed))
     match = _MIXED.fullmatch(text)
     if match:
         whole, numerator, denominator = [g for g in match.groups() if g is not None]
@@ -233,15 +308,6 @@ def parse_number(text: str) -> Optional[Fraction]:
     except (InvalidOperation, ValueError, ZeroDivisionError):
         return None
     return None if value is None else sign * value
-
-
-def has_finite_decimal(value: Fraction) -> bool:
-    """Whether the decimal expansion of value ends (its denominator has no prime factor but 2 and 5)."""
-    denominator = value.denominator
-    for prime in (2, 5):
-        while denominator % prime == 0:
-            denominator //= prime
-    return denominator == 1
 
 
 # ---------------------------------------------------------------- structure: sets, tuples, intervals, lists

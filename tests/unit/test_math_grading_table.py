@@ -5,10 +5,10 @@ from fractions import Fraction
 
 import pytest
 
-from gainrl.rewards.math import (EMPTY_BOXED, EXACT, MATH_VERIFY, NO_BOXED, NUMERIC, BENCHMARK_RULES, DEFAULT_RULES,
+from gainrl.rewards.math import (EMPTY_BOXED, EXACT, HEDGED, MATH_VERIFY, NO_BOXED, NUMERIC, BENCHMARK_RULES, DEFAULT_RULES,
                                  GradingRules, MathGrader, grade, math_reward, parse_choices, reference_text, rules_for)
-from gainrl.rewards.math_normalize import (Group, normalize_answer, parse_group, parse_number, split_assignment,
-                                           split_choice_label, thousands_number)
+from gainrl.rewards.math_normalize import (Group, hedges, normalize_answer, parse_group, parse_number,
+                                           split_assignment, split_choice_label, thousands_number)
 
 from tests.helpers import SHARED
 
@@ -95,11 +95,122 @@ NO_MATCH = [  # (completion, reference, rules) that must grade wrong
     ("The answer is 18", "18", None), (r"so \boxed{18", "18", None), (B(" "), "18", None),
 ]
 
-TABLE = [(c, r, k, True) for c, r, k in MATCH] + [(c, r, k, False) for c, r, k in NO_MATCH]
+W, R = False, True  # the verdict each row of NEW_PAIRS must get
+NEW_PAIRS = [  # (boxed answer, reference, rules, correct, reason): hedges, approximations, text, words, i  # (boxed answer, reference, rules, correct, reason)
+    # hedges and qualifiers: the answer claims something else than the value
+    ("18 or more", "18", None, W, "a lower bound, not the value"),
+    (r"18 \text{ or more}", "18", None, W, "the qualifier inside \\text is no unit"),
+    (r"\text{18 or fewer}", "18", None, W, "an upper bound written as text"),
+    ("at least 18", "18", None, W, "a leading qualifier"),
+    (r"\text{at most } 7", "7", None, W, "a leading qualifier in text"),
+    ("about 42", "42", None, W, "an estimate is not the value"),
+    ("approximately 3.5", "3.5", None, W, "an estimate is not the value"),
+    (r"\text{roughly } 100", "100", None, W, "an estimate is not the value"),
+    ("nearly 50 dollars", "50", None, W, "a qualifier before a number with its unit"),
+    ("more than 20", "20", None, W, "a strict bound"),
+    ("fewer than 9 students", "9", None, W, "a strict bound with a unit"),
+    ("up to 12", "12", None, W, "a range ending at the value"),
+    ("between 5 and 7", "6", None, W, "a range around the value"),
+    ("between 5 and 7", "5,7", None, W, "a range is not the list of its ends"),
+    ("18 or so", "18", None, W, "an estimate after the number"),
+    ("18 and up", "18", None, W, "a bound after the number"),
+    ("18 or 19", "18", None, W, "an alternative: two values for one"),
+    (r"3 \text{ or } 4", "4", None, W, "an alternative, the right value second"),
+    (r"12\ \text{or more}", r"12\ \text{or more}", None, R, "the reference's own qualifier"),
+    (r"12 \text{ or more}", r"12\ \text{or more}", None, R, "the same qualifier, spaced otherwise"),
+    ("12", r"12\ \text{or more}", None, W, "the bound dropped: the reference is a bound"),
+    ("7 cm", "7", None, R, "near neighbour: a unit is no qualifier"),
+    (r"15 \text{ minutes}", "15", None, R, "near neighbour: a unit word in text"),
+    ("5 ways", "5", None, R, "near neighbour: a counting noun"),
+    # alternatives that are the reference's list
+    (r"1 \text{ or } 5", "1,5", None, R, "`or` between the solutions: MATH's enter-all list"),
+    (r"x=2 \text{ or } x=-3", "2,-3", None, R, "two assignments joined by `or`"),
+    (r"2, 3, \text{ and } 4", "2,3,4", None, R, "a list ending in `and`"),
+    (r"-2 \text{ or } -12", "-12,-2", None, R, "negative solutions in another order"),
+    (r"1 \text{ or } 5", "1", None, W, "one solution too many"),
+    # rounded approximations of values with no finite decimal: exact only, unless the rules give a tolerance
+    ("0.333333", r"\frac{1}{3}", None, W, "6-decimal rounding of 1/3"),
+    ("0.3333333333", r"\frac13", None, W, "a longer rounding is still not 1/3"),
+    ("0.142857", r"\frac{1}{7}", None, W, "rounding of 1/7"),
+    ("0.6667", r"\frac{2}{3}", None, W, "rounding of 2/3"),
+    ("3.141593", r"\pi", None, W, "6-decimal rounding of pi"),
+    ("6.283185", r"2\pi", None, W, "rounding of a multiple of pi"),
+    ("1.414214", r"\sqrt{2}", None, W, "rounding of a square root"),
+    ("0.707107", r"\frac{\sqrt{2}}{2}", None, W, "rounding of a surd fraction"),
+    ("2.645751", r"\sqrt7", None, W, "rounding of sqrt 7"),
+    ("1.732051", r"\sqrt{3}", "minerva", R, "Minerva's tolerance accepts the rounding"),
+    ("0.3333", r"\frac{1}{3}", "minerva", R, "within 1e-4 of 1/3"),
+    ("0.33", r"\frac{1}{3}", "minerva", W, "outside 1e-4 of 1/3"),
+    ("0.25", r"\frac{1}{4}", None, R, "near neighbour: a finite decimal is exact"),
+    ("0.125", r"\frac{1}{8}", None, R, "near neighbour: a finite decimal is exact"),
+    ("2", r"\sqrt{4}", None, R, "near neighbour: an exact value in symbolic form"),
+    ("1.5", r"\frac{\sqrt{9}}{2}", None, R, "near neighbour: a decimal equal to a symbolic value"),
+    ("0.5", r"\sin\frac{\pi}{6}", None, R, "near neighbour: a decimal equal to a trig value"),
+    # repeating-decimal notation
+    (r"0.\overline{3}", r"\frac{1}{3}", None, R, "overline notation"),
+    (r"0.\overline{142857}", r"\frac17", None, R, "a six-digit period"),
+    (r"0.1\overline{6}", r"\frac{1}{6}", None, R, "a period after a fixed digit"),
+    (r"1.\overline{27}", r"\frac{14}{11}", None, R, "a whole part and a two-digit period"),
+    (r"0.\overline{9}", "1", None, R, "0.999... is 1"),
+    (r"0.\bar{6}", r"\frac23", None, R, "bar notation"),
+    (r"0.\dot{3}", r"\frac{1}{3}", None, R, "dot notation"),
+    (r"-0.\overline{3}", r"-\frac{1}{3}", None, R, "a negative repeating decimal"),
+    (r"0.\overline{3}", r"\frac{1}{6}", None, W, "a period of the wrong value"),
+    (r"0.\overline{16}", r"\frac{1}{6}", None, W, "0.1616.. is not 0.1666.."),
+    # text answers are text, not products of letters
+    (r"\text{step}", r"\text{pets}", None, W, "the same letters in another order"),
+    ("listen", r"\text{silent}", None, W, "an anagram"),
+    (r"\text{east}", r"\text{seat}", None, W, "an anagram"),
+    (r"\text{Tuesday}", r"\text{Thursday}", None, W, "different words"),
+    (r"\text{Friday}", "Friday", None, R, "the same word, wrapped or not"),
+    (r"\text{ODD}", r"\text{odd}", None, R, "case does not matter in text"),
+    (r"\text{real and equal}", r"\text{equal and real}", None, R, "the same two properties in another order"),
+    ("xy", "yx", None, R, "near neighbour: two symbols are a product"),
+    ("ab", "ba", None, R, "near neighbour: a product of two symbols"),
+    # scale words
+    ("1 million", "1000000", None, R, "a scale word multiplies"),
+    (r"1\text{ million}", "1000000", None, R, "a scale word in text"),
+    ("2.5 billion", "2500000000", None, R, "a decimal times a scale"),
+    (r"\$3.2 \text{ million}", "3200000", None, R, "dollars and a scale word"),
+    ("3 thousand", "3000", None, R, "thousand"),
+    ("4 hundred", "400", None, R, "hundred after a numeral"),
+    ("1 million", "1", None, W, "the scale is not a unit"),
+    ("1.5 million dollars", "1500000", None, R, "a scale word then a unit"),
+    ("2 million", "20000000", None, W, "the wrong scale"),
+    # number words
+    ("five", "5", None, R, "a number word"),
+    (r"\text{Five}", "5", None, R, "a capitalised number word in text"),
+    ("twenty-one", "21", None, R, "a hyphenated compound"),
+    ("twenty one", "21", None, R, "a spaced compound"),
+    ("one hundred and five", "105", None, R, "hundred with `and`"),
+    ("two thousand twenty-four", "2024", None, R, "a year in words"),
+    ("seven apples", "7", None, R, "a number word with a unit word"),
+    ("five", "6", None, W, "a number word of the wrong value"),
+    ("twenty twenty", "40", None, W, "two groups are not a sum"),
+    ("five five", "10", None, W, "two units are not a sum"),
+    ("negative three", "-3", None, R, "a signed number word"),
+    (r"\text{three}", r"\text{three}", None, R, "the reference in words"),
+    ("3", r"\text{three}", None, R, "a numeral against the reference in words"),
+    ("five or six", "5", None, W, "an alternative in words"),
+    # the imaginary unit with an explicit product
+    (r"3+4\cdot i", "3+4i", None, R, "a \\cdot before i"),
+    (r"4 \times i", "4i", None, R, "a \\times before i"),
+    (r"-1 + 2 \cdot i", "-1+2i", None, R, "a negative real part"),
+    (r"i \cdot \sqrt{2}", r"i\sqrt{2}", None, R, "i before a root"),
+    (r"\sqrt{3}\cdot i", r"i\sqrt{3}", None, R, "a root before i"),
+    (r"2 \cdot \mathrm{i}", "2i", None, R, "an upright i"),
+    (r"3+4\cdot i", "3-4i", None, W, "the conjugate"),
+    (r"4\cdot i", "4", None, W, "the unit dropped"),
+]
+
+TABLE = ([(c, r, k, True) for c, r, k in MATCH] + [(c, r, k, False) for c, r, k in NO_MATCH]
+         + [(B(a), r, k, correct) for a, r, k, correct, _ in NEW_PAIRS])
 
 
 def test_the_table_is_big_enough():
-    assert len(MATCH) >= 35 and len(NO_MATCH) >= 30 and len(TABLE) >= 60
+    assert len(MATCH) >= 35 and len(NO_MATCH) >= 30 and len(NEW_PAIRS) >= 60 and len(TABLE) >= 175
+    assert all(reason.strip() for *_, reason in NEW_PAIRS)
+    assert len({(a, r, k) for a, r, k, *_ in NEW_PAIRS}) == len(NEW_PAIRS)  # no row twice
 
 
 @pytest.mark.parametrize("completion, reference, rules, correct", TABLE)
@@ -113,11 +224,13 @@ def test_time_limited_workers_agree_with_the_table():
         verdicts = grader.grade_batch(completions, references, 20.0, [RULES[key] for key in rules])
         rewards, errors, timeouts = math_reward(completions, references, 20.0, grader, [RULES[key] for key in rules])
     assert [v.correct for v in verdicts] == list(expected)
-    assert {v.reason for v in verdicts} <= {NO_BOXED, EMPTY_BOXED, EXACT, NUMERIC, MATH_VERIFY}
+    assert {v.reason for v in verdicts} <= {NO_BOXED, EMPTY_BOXED, HEDGED, EXACT, NUMERIC, MATH_VERIFY}
     assert rewards == [float(c) for c in expected] and (errors, timeouts) == (0, 0)
 
 
 def test_reasons():
+    assert grade(B("18 or more"), "18").reason == HEDGED and grade(B("about 18"), "18").reason == HEDGED
+    assert grade(B("0.333333"), r"\frac13").reason == NUMERIC  # decided in this process, exactly
     assert grade(B("18.00"), "18").reason == NUMERIC
     assert grade(B("1,000"), "1000").reason == EXACT
     assert grade(B("C"), "14", RULES["amc"]).reason == EXACT
@@ -186,9 +299,44 @@ def test_reference_text(reference, text):
     (r"\frac{1}{2}", Fraction(1, 2)), (r"\frac12", Fraction(1, 2)), (r"\frac{270}7", Fraction(270, 7)),
     ("-3/2", Fraction(-3, 2)), (r"2\frac{1}{2}", Fraction(5, 2)), (r"-\frac{1}{3}", Fraction(-1, 3)),
     (r"\sqrt2", None), (r"\pi", None), ("2x", None), ("1,000", None), ("1e999999", None), (r"\frac{1}{0}", None),
+    (r"0.\overline{3}", Fraction(1, 3)), (r"-2.\overline{142857}", -2 - Fraction(1, 7)), (r".\bar{6}", Fraction(2, 3)),
+    (r"0.333\ldots", None),
 ])
 def test_parse_number(text, value):
     assert parse_number(text) == value
+
+
+def _decimal_digits(value: Fraction, count: int) -> str:
+    """The first `count` digits after the point of 0 <= value < 1, by long division."""
+    digits, remainder = [], value.numerator
+    for _ in range(count):
+        remainder *= 10
+        digits.append(str(remainder // value.denominator))
+        remainder %= value.denominator
+    return "".join(digits)
+
+
+def test_repeating_decimals_against_long_division():
+    """Every fixed part (0-2 digits) and period (1-3 digits) over a sample: the value's expansion is the notation's."""
+    import random
+    generator = random.Random(0)
+    for _ in range(300):
+        fixed = "".join(generator.choice("0123456789") for _ in range(generator.randrange(3)))
+        period = "".join(generator.choice("0123456789") for _ in range(generator.randrange(1, 4)))
+        value = parse_number(f"0.{fixed}\\overline{{{period}}}")
+        if set(period) == {"9"}:  # 0.51\overline{9} is 0.52, whose long division ends in zeros
+            assert value == Fraction(int(fixed or "0") + 1, 10 ** len(fixed)), (fixed, period)
+        else:
+            assert 0 <= value < 1 and _decimal_digits(value, len(fixed) + 3 * len(period)) == fixed + period * 3
+
+
+@pytest.mark.parametrize("answer, found", [
+    ("18 or more", {"or more"}), (r"\text{at least }3\text{ and no more than }35", {"at least", "more than"}),
+    ("About  18", {"about"}), ("between 5 and 7", {"between"}), (r"18 \approx", set()), ("7 cm", set()),
+    (r"\overline{AB}", set()), ("1 or 5", set()), ("the round-about", set()), (r"x\le 5", set()),
+])
+def test_hedges(answer, found):
+    assert hedges(answer) == found
 
 
 @pytest.mark.parametrize("text, group", [
@@ -224,6 +372,10 @@ def test_choice_labels_and_thousands():
     (r"f\circ g", r"f\circ g"), (r"x_{1}^{2}", "x_1^2"),
     (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
     (r"\textbf{(C) }12", "(C)12"), (r"\mathrm{(B) \ \frac{3}{25}}", r"(B)\frac{3}{25}"), ("2 x", "2x"),
+    (r"1 \text{ or } 5", "1,5"), (r"2, 3, \text{ and } 4", "2,3,4"), ("12 or more", "12ormore"),
+    (r"5\text{ million}", "5000000"), ("1,500 thousand", "1500000"), ("0.5 million", "500000"),
+    ("twenty-one apples", "21"), ("one hundred and five", "105"), ("five or six", "5,6"), ("a car", "acar"),
+    (r"3+4\cdot i", "3+4i"), (r"i\times\sqrt{2}", r"i\sqrt{2}"), (r"x\cdot i", r"x\cdot i"), ("2\cdot 3", "2\cdot3"),
 ])
 def test_normalize_answer_more(answer, normal):
     assert normalize_answer(answer) == normal
