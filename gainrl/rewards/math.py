@@ -4,9 +4,10 @@ A completion is graded in three steps:
 1. `extract_boxed` takes the content of the last `\\boxed{...}` / `\\fbox{...}` / `\\framebox{...}`
    (braces matched, escaped `\\{ \\}` skipped) or `\\boxed 5` (space form: the next token). No box,
    or a last box left open (a truncated completion), grades wrong ("no_boxed").
-2. An answer that qualifies its value where the reference does not (`18 or more`, `at least 18`,
-   `about 18`, `between 5 and 7`: `math_normalize.hedges`, also read in the problem's choices)
-   grades wrong ("hedged"). Both answers are normalised (`math_normalize.normalize_answer`: units,
+2. An answer that qualifies its value where the reference (or one of the problem's choices) does
+   not grades wrong ("hedged"): bounds (`18 or more`, `at least 18`, `between 5 and 7`, `18 max`) and,
+   under exact rules, estimates (`about 18`, `18-ish`; with a tolerance, `9.6 (approx.)` is 9.6); see
+   `math_normalize.hedges`. Both answers are normalised (`math_normalize.normalize_answer`: units,
    `\\text{}`, degrees, percent and dollar signs, spacing, thousands separators, `or`/`and` lists,
    scale and number words; its docstring lists the rules). A reference may be a string or a JSON
    number (142.0 -> "142"). Then, in this process:
@@ -327,14 +328,22 @@ class _Judge:
         return _math_verify_equivalent(answer, gold, self.rules.numeric_rel_tol)
 
 
-def _exact_text(text: str, value: Optional[Fraction]) -> str:
-    """A plain number as an exact fraction math_verify cannot round (`3.141593` -> `\\frac{3141593}{1000000}`)."""
-    if value is None:
-        return text
+_DECIMAL_LITERAL = re.compile(r"(?<![\d.,])(?:\d+\.\d+|\.\d+)(?![\d.])")
+
+
+def _fraction_text(value: Fraction) -> str:
     magnitude = abs(value)
     exact = str(magnitude.numerator) if magnitude.denominator == 1 else \
         f"\\frac{{{magnitude.numerator}}}{{{magnitude.denominator}}}"
     return "-" + exact if value < 0 else exact
+
+
+def _exact_text(text: str, value: Optional[Fraction]) -> str:
+    """An answer whose decimals math_verify cannot round: a plain number as its exact fraction (`3.141593` ->
+    `\\frac{3141593}{1000000}`), and in anything else each decimal literal (`\\begin{pmatrix}0.333333..`)."""
+    if value is not None:
+        return _fraction_text(value)
+    return _DECIMAL_LITERAL.sub(lambda m: "{" + _fraction_text(Fraction(m.group(0))) + "}", text)
 
 
 def _normalized_pair(extracted: str, reference) -> tuple[str, str]:
@@ -351,8 +360,9 @@ def _quick_verdict(extracted: Optional[str], reference, rules: GradingRules) -> 
         return Verdict(False, None, NO_BOXED)
     if not answer:
         return Verdict(False, extracted, EMPTY_BOXED)
-    allowed = hedges(reference_text(reference)).union(*(hedges(value) for _, value in rules.choices))
-    if not hedges(extracted) <= allowed:  # `18 or more`, `about 18`: the reference says no such thing
+    estimates = not rules.numeric_rel_tol  # where answers are rounded anyway, `about 9.6` is 9.6
+    allowed = hedges(reference_text(reference), estimates).union(*(hedges(v, estimates) for _, v in rules.choices))
+    if not hedges(extracted, estimates) <= allowed:  # `18 or more`, `about 18`: the reference says no such thing
         return Verdict(False, extracted, HEDGED)
     judge = _Judge(rules, with_math_verify=False)
     try:

@@ -17,16 +17,20 @@
  5. Degrees (`^\\circ`, `^{\\circ}`, `30\\circ`, `\\degree`, `°`, and a temperature letter after them:
     `1950^\\circ C` -> 1950), percent signs (`\\%`, `%`: 50\\% is 50, not 0.5) and dollar signs
     (`\\$`, `$`, `\\textdollar`) are dropped.
- 6. Words are read, item by item of a bare list:
-    - `or` / `and` between values make a list (`1 \\text{ or } 5` -> 1,5; `2, 3, and 4` -> 2,3,4), but not
-      before a qualifier (`12 or more`) nor inside number words (`one hundred and five`);
-    - the imaginary unit loses an explicit product (`4\\cdot i` -> 4i, `i\\cdot\\sqrt{2}` -> i\\sqrt{2});
-    - scale words multiply (`1.5 million` -> 1500000, `3 hundred` -> 300) and number words are read
-      (`five` -> 5, `twenty-one` -> 21; `number_words.parse_number_words`), with unit words after them;
-    - a number (scientific notation included) followed by words is the number: `18 dollars` -> 18,
+ 6. Words are read:
+    - `or` / `and` between two values make the set of alternatives (`1 \\text{ or } 5` -> \\{1,5\\},
+      `2, 3, and 4` -> \\{2,3,4\\}, `x=2 or x=-3`, `A and C`; a set, so `2 or 3` is never the tuple (2,3)),
+      but not between words (`pens and pencils`, `Austin and Sue`) or inside brackets;
+    - the imaginary unit loses an explicit product (`4\\cdot i` -> 4i, `i\\cdot\\sqrt{2}` -> i\\sqrt{2}), and a
+      leading `=` (from `\\approx 2.24`) goes;
+    - scale words multiply (`1.5 million` -> 1500000, `3 hundred` -> 300), and bare number words are read
+      (`five` -> 5, `twenty-one` -> 21; `number_words.parse_number_words`; not `two lines`, whose noun
+      is the answer);
+    - a number (scientific notation included) followed by unit words is the number: `18 dollars` -> 18,
       `4.4 \\times 10^{14} Hz` -> its number (words of >= 2 letters; `2 x` stays a product).
-    Words that qualify a number are never units (`hedges`: `12 or more` keeps its words), and neither are
-    `or`, `and` and scale words (`5\\text{ million}` is not 5).
+    Unit words have letters and no digits, and no qualifier (`hedges`), scale, number, fraction or sign
+    word among them: `5\\text{ or more}`, `2\\text{ million}`, `18\\text{ (or 19)}`, `3 tenths`, `18\\text{+}` keep
+    their words. Steps 2 and 6 read the same unit test.
  7. Whitespace is dropped (one space is kept after a command before a letter: `\\pi r`), and so is
     a trailing period; primes after a plain number (`0.003^{\\prime\\prime}`, `3''`) are dropped.
 A plain comma stays: `1,000` may be a number or a list (`70,110`: MATH's solutions 70 and 110);
@@ -38,8 +42,9 @@ simple fractions (`\\frac{1}{2}`, `\\frac12`, `-3/2`), mixed numbers (`2\\frac{1
 decimals (`0.\\overline{3}` = 1/3, `0.1\\overline{6}` = 1/6; `\\bar` and `\\dot` too) and a number in
 parentheses (`(-3)`); anything else (`\\sqrt2`, `\\pi`, `2x`, `0.333\\ldots`) is not a plain number.
 
-`hedges` names the qualifiers in an answer (`or more`, `at least`, `about`, `between`, ..): the grader
-rejects an answer whose qualifiers the reference does not have.
+`hedges` names the qualifiers in an answer (bounds before its number: `at least`, `more than`, `between`;
+after it: `or more`, `and up`, `max`; estimates anywhere: `about`, `or so`, `-ish`): the grader rejects an
+answer whose qualifiers the reference does not have.
 
 `parse_group` reads the structure of a normalised answer: a set `\\{a,b\\}`, a bracketed tuple or
 interval (`(a,b)`, `[a,b]`, `[a,b)`, `(a,b]`), or a bare list `a,b` (top-level commas); an item
@@ -58,7 +63,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Optional
 
-from .number_words import SCALES, VOCABULARY, parse_number_words
+from .number_words import SCALES, TEENS, TENS, UNITS, parse_number_words
 
 # ---------------------------------------------------------------- braces
 _WRAPPERS = ("text", "textbf", "textit", "textrm", "textnormal", "mbox", "mathrm", "mathbf", "boldsymbol", "emph")
@@ -99,7 +104,7 @@ def _unwrap(text: str) -> str:
 _UNICODE = {"\u2212": "-", "\u2013": "-", "\u221e": "\\infty ", "\u03c0": "\\pi ", "\u00d7": "\\times ",
             "\u00b7": "\\cdot ", "\u22c5": "\\cdot ", "\u2264": "\\le ", "\u2265": "\\ge ", "\u2260": "\\ne "}
 _POWER = r"(?:\^\{?-?\d+\}?)?"
-_TEXT_UNIT = re.compile(r"(?<=\S)\s*\\(?:text|mbox|textrm)\s*\{[^{}]*\}" + _POWER + r"\s*$")
+_TEXT_UNIT = re.compile(r"(?<=\S)\s*\\(?:text|mbox|textrm)\s*\{([^{}]*)\}" + _POWER + r"\s*$")
 _MATHRM_UNIT = re.compile(r"(?<=\S)(\s*(?:\\[,;:! ]|~)*)\\mathrm\s*\{([^{}]*)\}" + _POWER + r"\s*$")
 
 
@@ -124,9 +129,6 @@ _WORDS = r"[A-Za-z]{2,}(?:[\s/.-]+[A-Za-z]{2,})*"
 _NUMBER_WITH_WORDS = re.compile(r"(" + _SCI_TEXT + r")\s+(" + _WORDS + r")\.?")
 _SCALED_NUMBER = re.compile(r"([+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+))\s+(hundred|thousand|million|billion|trillion)"
                             r"(?:\s+(" + _WORDS + r"))?\.?")
-_CONJUNCTION = re.compile(  # `1 or 5`, `2, 3, and 4`: a list, but not `12 or more`, nor `one hundred and five`
-    r"(?<!hundred)(?<!thousand)(?<!million)(?<!billion)(?<!trillion)\s*,?\s+(?:and|or)\s+(?!(?:"
-    r"more|fewer|less|greater|higher|lower|larger|smaller|bigger|above|below|over|under|so|up|later|earlier)(?![A-Za-z]))")
 _IMAGINARY_PRODUCT = re.compile(r"(?<=[\d})])\s*(?:\\cdot|\\times|\*)\s*i(?![A-Za-z])"  # 4\cdot i -> 4i
                                 r"|(?<![A-Za-z\\])i\s*(?:\\cdot|\\times|\*)\s*(?=\\[A-Za-z]|\()")  # i\cdot\sqrt2 -> i\sqrt2
 _SPACES = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])|\s+")
@@ -137,7 +139,7 @@ _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 def _drop_trailing_units(text: str) -> str:
     while True:
         unit = _TEXT_UNIT.search(text)
-        if unit and not _are_units(_unwrap(unit.group(0))):  # `5\text{ or more}`, `2\text{ million}`
+        if unit and not _are_units(unit.group(1)):  # `5\text{ or more}`, `2\text{ million}`
             return text
         stripped = _TEXT_UNIT.sub("", text)
         unit = _MATHRM_UNIT.search(stripped)
@@ -145,7 +147,7 @@ def _drop_trailing_units(text: str) -> str:
             content = unit.group(2).replace("~", " ")
             letters = sum(char.isalpha() for char in content)
             spaced = bool(re.search(r"\\[,;:! ]|~", unit.group(1))) and content.strip() not in ("i", "e", "d", "j")
-            if letters >= 2 or content[:1].isspace() or "/" in content or spaced:
+            if (letters >= 2 or content[:1].isspace() or "/" in content or spaced) and _are_units(content):
                 stripped = stripped[:unit.start()]
         stripped = stripped.rstrip()
         if stripped == text:
@@ -163,10 +165,14 @@ def normalize_answer(answer: str) -> str:
         text = pattern.sub(replacement, text)
     text = _TEMPERATURE.sub(r"\1", text)
     text = _PERCENT_DOLLAR.sub("", _DEGREES.sub("", text)).strip()
-    text = _IMAGINARY_PRODUCT.sub("i", _CONJUNCTION.sub(",", text))
+    text = re.sub(r"^=\s*", "", _IMAGINARY_PRODUCT.sub("i", text))  # `\approx 2.24`: the value
+    alternatives = _as_set_of_alternatives(text)
     read = _read_words(text)  # the whole first: `1,500 thousand` is one number
     items = _split_top_level(text)
-    text = read if read != text or len(items) == 1 else ",".join(_read_words(item.strip()) for item in items)
+    if alternatives is not None:
+        text = alternatives
+    else:
+        text = read if read != text or len(items) == 1 else ",".join(_read_words(item.strip()) for item in items)
     text = _SPACES.sub(lambda m: m.group(1) + " " if m.group(1) else "", text).rstrip(".")
     primes = _PRIMES.fullmatch(text)
     if primes:
@@ -174,43 +180,96 @@ def normalize_answer(answer: str) -> str:
     return text
 
 
-# ---------------------------------------------------------------- words: hedges, scale and number words
-_AFTER_OR = ("more|fewer|less|greater|higher|lower|larger|smaller|bigger|longer|shorter|above|below|over|under|so"
-             "|later|earlier|better|worse")
-_HEDGE = re.compile(
-    r"(?<![A-Za-z\\-])(?:or\s+(?:" + _AFTER_OR + r")|and\s+(?:up|above|below|over|under|more|less|higher|lower)"
-    r"|at\s+(?:least|most)|(?:more|fewer|less|greater|higher|lower|larger|smaller|bigger|longer|shorter)\s+than"
-    r"|up\s+to|more\s+or\s+less|give\s+or\s+take|close\s+to|about|around|approximately|approx|roughly|nearly"
-    r"|almost|circa|maybe|perhaps|probably|possibly|between|within|under|above|below)(?![A-Za-z-])", re.IGNORECASE)
+# ---------------------------------------------------------------- words: hedges, lists, scale and number words
+_COMPARATIVES = r"more|fewer|less|greater|higher|lower|larger|smaller|bigger|longer|shorter"
+_DOUBT = r"|maybe|perhaps|probably|possibly|likely"
+_ESTIMATES = (r"about|around|approximately|approx|roughly|nearly|almost|circa|estimated|estimate|ballpark|ish"
+              r"|close\s*to|more\s*or\s*less|give\s*or\s*take|or\s*so|or\s*something")
+_BEFORE = (r"at\s*(?:least|most|minimum|maximum)|(?:" + _COMPARATIVES + r")\s*than|up\s*to|upwards\s*of"
+           r"|between|within|under|over|above|below|minimum|maximum|min|max" + _DOUBT)
+_AFTER = (r"or\s*(?:" + _COMPARATIVES + r"|above|below|over|under|up|later|earlier|better|worse)"
+          r"|and\s*(?:up|upwards|above|below|over|under|" + _COMPARATIVES + r")|at\s*(?:least|most|minimum|maximum)"
+          r"|if\s*not\s*(?:" + _COMPARATIVES + r")|minimum|maximum|max|tops|plus|upwards|(?:lower|upper)?\s*bound"
+          + _DOUBT)
 
 
-def hedges(answer: str) -> frozenset[str]:
-    """The qualifiers in an answer that change what its number means (`or more`, `at least`, `about`, `between`),
-    lower case, one space between words; words inside LaTeX commands (`\\approx`, `\\overline`) are not read."""
-    text = re.sub(r"\\[A-Za-z]+", " ", _unwrap(answer))
-    return frozenset(" ".join(match.group(0).lower().split()) for match in _HEDGE.finditer(text))
+def _phrases(alternatives: str) -> re.Pattern:
+    """Whole-word phrases (never part of a word or a command), and `-ish` after anything."""
+    return re.compile(r"(?:(?<![A-Za-z\\])(?:" + alternatives + r")|-\s*ish)(?![A-Za-z])", re.IGNORECASE)
+
+
+_BOUNDS_BEFORE, _BOUNDS_AFTER, _ESTIMATE = _phrases(_BEFORE), _phrases(_AFTER), _phrases(_ESTIMATES)
+_FIRST_NUMBER = re.compile(r"\d|(?<![A-Za-z])(?:" + "|".join(UNITS + TEENS + TENS) + r")(?![A-Za-z])", re.IGNORECASE)
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def hedges(answer: str, estimates: bool = True) -> frozenset[str]:
+    """The qualifiers in an answer that change what its number claims, as lower-case words run together:
+    bounds before its first number (`at least 18`, `more than 18`, `between 5 and 7`, `under 5`) or after it
+    (`18 or more`, `18 and up`, `18 at most`, `18 max`), doubt (`maybe 18`), and with `estimates`, estimates
+    anywhere (`about 18`, `18 or so`, `18-ish`). Words after a number that name a difference or a place are not
+    qualifiers (`3 more than Tom`, `5 m below sea level`). LaTeX spacing, hyphens and invisible characters
+    between words do not hide one (`at~least`, `at-least`, `or\\,more`); commands are not words (`\\approx`)."""
+    text = _unwrap(answer).translate(_INVISIBLE).replace("\u00a0", " ")
+    text = re.sub(r"\\[,;:! ]|~|_|(?<=[A-Za-z])-(?=[A-Za-z])", " ", text)
+    text = re.sub(r"\\[A-Za-z]+", " ", text)
+    number = _FIRST_NUMBER.search(text)
+    before, after = (text, text) if number is None else (text[:number.start()], text[number.start():])
+    found = [m.group(0) for m in _BOUNDS_BEFORE.finditer(before)] + [m.group(0) for m in _BOUNDS_AFTER.finditer(after)]
+    if estimates:
+        found += [m.group(0) for m in _ESTIMATE.finditer(text)]
+    return frozenset(re.sub(r"[\s-]+", "", phrase.lower()) for phrase in found)
+
+
+_NOT_UNITS = (frozenset(UNITS + TEENS + TENS) | set(SCALES) | {scale + "s" for scale in SCALES}
+              | {"hundred", "hundreds", "dozen", "dozens", "tenths", "hundredths", "thousandths", "millionths",
+                 "squared", "cubed", "minus", "plus", "negative", "alternatively", "otherwise", "else", "nor"})
 
 
 def _are_units(words: str) -> bool:
-    """Whether the words after a number can be dropped as its unit: not a qualifier, a conjunction or a scale word."""
-    tokens = set(words.lower().replace("-", " ").split())
-    return not hedges(words) and not tokens & ({"or", "and"} | set(SCALES) | {"hundred"})
+    """Whether the words after a number can be dropped as its unit: letters and no digits, with no qualifier, scale
+    word, number word or sign word among them (`5\\text{ or more}`, `2\\text{ million}`, `18\\text{ (or 19)}` keep
+    theirs, `18\\text{+}` has no letters); `pens and pencils` and `red or blue marbles` are units, and so are
+    estimate words (`9.6 (approx.)`): where they matter the grader has rejected the answer already (`hedges`)."""
+    tokens = re.findall(r"[a-z]+", words.lower())
+    return bool(tokens) and not re.search(r"\d", words) and not hedges("1 " + words, estimates=False) \
+        and not set(tokens) & _NOT_UNITS
+
+
+_CONJUNCTION = re.compile(  # `or` / `and` between two values: `1 or 5`, `x=2 or x=-3`, `2, 3, and 4`, `A and C`
+    r"(?<=[\w}\])'])\s*,?\s+(?:and|or)\s+(?=[-+]?\s*(?:\d|\.\d|\\[A-Za-z]|[(\[]|[A-Za-z](?![A-Za-z])))")
+
+
+def _as_set_of_alternatives(text: str) -> Optional[str]:
+    """`1 or 5` as the set `\\{1,5\\}` (never a tuple or an interval: `2 or 3` is not `(2,3)`), its items' words
+    read; None unless `or` / `and` joins values at the top level (`pens and pencils`, `one hundred and five`)."""
+    parts = _CONJUNCTION.split(text)
+    if len(parts) < 2 or not all(map(_balanced, parts)):  # `(1 or 2)`: inside brackets
+        return None
+    parts[0] = re.sub(r"^(?:either|both)\s+", "", parts[0])
+    items = [item.strip() for part in parts for item in _split_top_level(part)]
+    return "\\{" + ",".join(_read_words(item) for item in items) + "\\}"
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += (char in _OPENERS) - (char in _CLOSERS)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _read_words(item: str) -> str:
-    """One item with its words read: `1.5 million` -> 1500000, `twenty-one apples` -> 21, `18 dollars` -> 18."""
+    """One item with its words read: `1.5 million` -> 1500000, `twenty-one` -> 21, `18 dollars` -> 18."""
     scaled = _SCALED_NUMBER.fullmatch(item)
     if scaled and (scaled.group(3) is None or _are_units(scaled.group(3))):
         scale = 100 if scaled.group(2) == "hundred" else SCALES[scaled.group(2)]
         value = Decimal(scaled.group(1).replace(",", "")) * scale
         return format(value.normalize(), "f") if value != value.to_integral_value() else str(int(value))
-    tokens = item.rstrip(".").split()
-    for count in range(len(tokens), 0, -1):  # the longest run of number words, then unit words
-        value = parse_number_words(" ".join(tokens[:count]))
-        units = " ".join(tokens[count:])
-        if value is not None and (not units or re.fullmatch(_WORDS, units) and _are_units(units)
-                                  and not {token.lower() for token in tokens[count:]} & VOCABULARY):
-            return str(value)
+    spelled = parse_number_words(item.rstrip("."))  # bare: in `two lines` the noun is the answer
+    if spelled is not None:
+        return str(spelled)
     with_words = _NUMBER_WITH_WORDS.fullmatch(item)
     if with_words and _are_units(with_words.group(2)):
         return with_words.group(1)
