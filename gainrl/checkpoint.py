@@ -7,6 +7,7 @@ Layout, one folder per checkpoint:
         hf/                   config, generation config, tokenizer: what an HF export needs besides weights
         rng/rank_00000.pt     each rank's Python, NumPy and torch (and CUDA) RNG states
         train_state.json      where the loop stands (step, epoch, the epoch's draw, the sampler's state, ...)
+                              and the size of every other file, written last; a resume checks them all
 
 A checkpoint is written to `step_N.partial/` and renamed to `step_N/` by rank 0 once every rank
 has written its part and the files are synced: a folder named `step_N` is complete by
@@ -34,6 +35,8 @@ from .models import save_hf_metadata
 CHECKPOINTS = "checkpoints"
 PARTIAL = ".partial"
 STATE_FILE = "train_state.json"
+FILES = "files"  # train_state.json's record of every file's size, written last
+RUN_RESULTS = ("final", "metrics.jsonl", "draws.jsonl", "validation.jsonl")  # a run's own results in output_dir
 _NAME = re.compile(r"^step_(\d{8})$")
 
 
@@ -71,8 +74,19 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> Optional[str]:
 
 
 def read_train_state(path: str) -> dict:
-    with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
-        return json.load(f)
+    """The train state of checkpoint `path`; a damaged file is a ValueError that names it and says what to do."""
+    file = os.path.join(path, STATE_FILE)
+    try:
+        with open(file, encoding="utf-8") as f:
+            state = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is damaged (not JSON: {e.msg}, line {e.lineno} column {e.colno}); "
+                         f"{damaged_advice(path)}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file} is damaged (not UTF-8 text at byte {e.start}); {damaged_advice(path)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError(f"{file} is damaged (no train state with a step in it); {damaged_advice(path)}")
+    return state
 
 
 # ---- RNG states -------------------------------------------------------------------------------------
@@ -124,14 +138,16 @@ def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int, rng: 
         torch.save(rng if rng is not None else rng_states(), _rng_file(partial, rank))
         if dist.is_rank0():
             save_hf_metadata(policy.module, tokenizer, os.path.join(partial, "hf"))
-            with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as f:
-                json.dump(train_state, f, indent=1)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError ("unexpected pos")
-        last = previous[-1] if previous else "none (this was the first)"
-        free_mib = shutil.disk_usage(root).free / 2**20
-        raise RuntimeError(f"rank {rank}: checkpoint {final} could not be written ({e}; {free_mib:.1f} MiB free on "
-                           f"its file system); the last complete checkpoint, {last}, is intact") from e
+        raise _write_error(rank, final, previous, root, e) from e
     dist.barrier()
+    if dist.is_rank0():  # last, once every rank's files are written: their sizes, which a resume checks
+        try:
+            state = {**train_state, FILES: file_sizes(partial)}  # before the file exists: not itself
+            with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=1)
+        except OSError as e:
+            raise _write_error(rank, final, previous, root, e) from e
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         os.sync()  # this node's writes reach the disk before the folder is named complete
     dist.barrier()
@@ -144,6 +160,44 @@ def save(policy, tokenizer, output_dir: str, train_state: dict, keep: int, rng: 
         metrics.log(f"checkpoint {final}")
     dist.barrier()
     return final
+
+
+def _write_error(rank: int, final: str, previous: list[str], root: str, error: Exception) -> RuntimeError:
+    last = previous[-1] if previous else "none (this was the first)"
+    free_mib = shutil.disk_usage(root).free / 2**20
+    return RuntimeError(f"rank {rank}: checkpoint {final} could not be written ({error}; {free_mib:.1f} MiB free on "
+                        f"its file system); the last complete checkpoint, {last}, is intact")
+
+
+def file_sizes(folder: str) -> dict[str, int]:
+    """The size of every file under `folder`, by its path relative to it."""
+    sizes = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            sizes[os.path.relpath(path, folder)] = os.path.getsize(path)
+    return dict(sorted(sizes.items()))
+
+
+def damaged_advice(path: str) -> str:
+    """What to do about the damaged checkpoint `path`: continue from the one before it, or start again."""
+    root = os.path.dirname(os.path.normpath(path))
+    earlier = [p for p in complete_checkpoints(os.path.dirname(root)) if p < os.path.normpath(path)]
+    if earlier:
+        return (f"move {path} out of {root} (or delete it) and resume again: train.resume=auto then continues "
+                f"from {earlier[-1]}")
+    return f"no earlier checkpoint is in {root}: start again in a new train.output_dir"
+
+
+def verify_files(path: str, state: dict) -> None:
+    """Raise ValueError naming the first file of checkpoint `path` that is missing or not the size it was written
+    with (a copy cut short, a disk that filled later). Checkpoints written before sizes were recorded pass."""
+    for name, size in state.get(FILES, {}).items():
+        file = os.path.join(path, name)
+        found = os.path.getsize(file) if os.path.isfile(file) else None
+        if found != size:
+            what = "is missing" if found is None else f"is {found} bytes, {size} when written (truncated or damaged)"
+            raise ValueError(f"checkpoint {path}: {file} {what}; {damaged_advice(path)}")
 
 
 def remove_partial_checkpoints(root: str) -> None:
@@ -165,20 +219,46 @@ def load(policy, path: str) -> dict:
     """Every rank: restore the policy (weights, optimizer, LR scheduler) from checkpoint
     `path`; returns its train state. The RNG states are restored separately (restore_rng), last,
     once everything that seeds or draws at start-up has run."""
-    state = read_train_state(path)
+    state = read_train_state(path)  # its files were checked against their sizes by find_resume_point
     world_size = dist.get_world_size()
     if state["world_size"] != world_size:
         raise ValueError(f"checkpoint {path} was written by {state['world_size']} ranks and this run has "
                          f"{world_size}: resume on {state['world_size']} ranks, or export it "
                          f"(launchers/export.py) and start a new run from the exported model")
     root, tag = os.path.split(os.path.normpath(path))
-    if not policy.load_checkpoint(root, tag):
+    try:
+        loaded = policy.load_checkpoint(root, tag)
+    except Exception as e:  # the sizes matched, yet the bytes do not load: damaged in place
+        if dist.peer_failed(e):
+            raise
+        rank = dist.get_rank()
+        raise RuntimeError(f"rank {rank}: checkpoint {path} could not be loaded ({type(e).__name__}: {e}); "
+                           f"{_first_unloadable(path, rank) or 'its files may be damaged'}: "
+                           f"{damaged_advice(path)}") from e
+    if not loaded:
         raise RuntimeError(f"DeepSpeed found no checkpoint to load in {path}")
     return state
 
 
+def _first_unloadable(path: str, rank: int) -> Optional[str]:
+    """`FILE does not load`, for the first of this rank's DeepSpeed files in `path` that torch cannot read."""
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".pt") and f"_rank_{rank}_" in name:
+            try:
+                torch.load(os.path.join(path, name), map_location="cpu", weights_only=False)
+            except Exception:
+                return f"{os.path.join(path, name)} does not load"
+    return None
+
+
 def restore_rng(path: str) -> None:
-    set_rng_states(torch.load(_rng_file(path, dist.get_rank()), weights_only=False))
+    file = _rng_file(path, dist.get_rank())
+    try:
+        states = torch.load(file, weights_only=False)
+    except Exception as e:
+        raise RuntimeError(f"rank {dist.get_rank()}: {file} could not be loaded ({type(e).__name__}: {e}); "
+                           f"{damaged_advice(path)}") from e
+    set_rng_states(states)
 
 
 # ---- the run's checkpoints, once per step ------------------------------------------------------------
@@ -216,15 +296,7 @@ RESUMABLE_CHANGES = ("train.epochs", "train.resume", "train.output_dir", "train.
 def resume_point(cfg: TrainRunConfig) -> Optional[str]:
     """The checkpoint to continue from (train.resume), or None for a fresh run. Rank 0 looks (the ranks
     of a shared file system may see it at different moments) and every rank gets its answer or error."""
-    def look() -> tuple[Optional[str], Optional[str]]:
-        try:
-            return find_resume_point(cfg), None
-        except ValueError as e:
-            return None, str(e)
-    path, error = dist.broadcast_from_rank0(look() if dist.is_rank0() else None)
-    if error is not None:
-        raise ValueError(error)
-    return path
+    return dist.rank0_decides(lambda: find_resume_point(cfg))
 
 
 def find_resume_point(cfg: TrainRunConfig) -> Optional[str]:
@@ -235,8 +307,15 @@ def find_resume_point(cfg: TrainRunConfig) -> Optional[str]:
         raise ValueError(f"config key 'train.resume': {out} holds checkpoints of an earlier run; "
                          "continue it with train.resume=auto or choose another train.output_dir")
     if path is None:
+        results = [name for name in RUN_RESULTS if os.path.exists(os.path.join(out, name))]
+        if results:  # its checkpoints deleted to save disk: a new run would overwrite the rest without a word
+            raise ValueError(f"config key 'train.output_dir': {out} holds another run's results ({', '.join(results)}) "
+                             "and no checkpoint to continue it from; choose another train.output_dir, or remove "
+                             "them to start over there")
         return None
-    step = read_train_state(path)["step"]
+    state = read_train_state(path)
+    verify_files(path, state)
+    step = state["step"]
     later = [p for p in existing if read_train_state(p)["step"] > step]
     if later:  # a second history in the same folder would mix with the first one's checkpoints and logs
         raise ValueError(f"config key 'train.resume': {out} holds checkpoints after {path} ({later[-1]}); "

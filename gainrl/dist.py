@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
@@ -128,6 +129,43 @@ def all_gather(obj) -> list:
     return out
 
 
+class SharedError(ValueError):
+    """A user error that every rank raised together, from one collective check: rank 0 prints it, once."""
+
+
+def rank0_decides(decide: Callable[[], object]):
+    """Every rank returns what `decide()` returns on rank 0 (a look at a shared file system: the ranks might see
+    it at different moments), or raises SharedError with the ValueError it raised there. A collective."""
+    if not is_distributed():
+        return decide()
+    outcome = None
+    if is_rank0():
+        try:
+            outcome = (decide(), None)
+        except ValueError as e:
+            outcome = (None, str(e))
+    result, error = broadcast_from_rank0(outcome)
+    if error is not None:
+        raise SharedError(error)
+    return result
+
+
+def every_rank_checks(check: Callable[[], None]) -> None:
+    """Run `check()` on every rank (what each rank's node sees: its folders, its files); if it raises ValueError on
+    any, every rank raises SharedError with the first failing rank's message. A collective."""
+    try:
+        check()
+        error = None
+    except ValueError as e:
+        error = str(e)
+    failed = [(rank, message) for rank, message in enumerate(all_gather(error)) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        where = "" if get_world_size() == 1 else \
+            f" (on rank {rank}" + (f" and {len(failed) - 1} other rank(s))" if len(failed) > 1 else ")")
+        raise SharedError(message + where)
+
+
 @dataclass(frozen=True)
 class RankGroup:
     """This rank's group of `size` consecutive ranks: the group's `index` and this rank's place in it."""
@@ -205,12 +243,49 @@ def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, packed.cpu().tolist()))
 
 
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing", "Broken pipe",
+              "NCCL communicator was aborted", "NCCL error")  # gloo's and NCCL's words for a rank that went away
+
+
+def peer_failed(error: BaseException) -> bool:
+    """Whether `error` is this rank's collective failing because another rank stopped (the cause is there)."""
+    peer_errors = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError") if hasattr(dist, name))
+    return isinstance(error, peer_errors) or any(words in str(error) for words in _PEER_GONE)
+
+
+def _rank_tag() -> str:
+    """` (rank R)` in a launch of several ranks, else nothing."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return f" (rank {os.environ.get('RANK', '0')} of {world_size})" if world_size > 1 else ""
+
+
 def run_entry_point(main: Callable[[list[str]], None], argv: list[str]) -> NoReturn:
-    """Run a launcher's `main(argv)` and leave through exit_process: a user error (ValueError)
-    prints one line and exits 2 (no traceback), success exits 0. Other exceptions propagate."""
+    """Run a launcher's `main(argv)` and leave through exit_process:
+    - success exits 0 (`main` ends with `shutdown()`, the one collective of the way out);
+    - a user error (ValueError) prints one line, `error (rank R of N): ...`, and exits 2 (no traceback); one
+      that every rank raised together (SharedError: `rank0_decides`, `every_rank_checks`) prints on rank 0 only;
+    - a collective that failed because another rank stopped prints one line saying so and exits 1: the
+      other rank's own error is the cause, and that rank prints it;
+    - anything else prints its traceback and one line naming the rank, and exits 1.
+    A failed rank runs no collective on its way out: the others may be inside one, and a barrier here
+    would pair with it and hang them all (a resume that failed on one rank did, silently, until the job's
+    time ran out). The launcher (deepspeed, torchrun, srun) stops the other ranks once one has exited."""
     try:
         main(argv)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except SharedError as e:  # raised on every rank together: once is enough
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr)
         exit_process(2)
+    except ValueError as e:
+        print(f"error{_rank_tag()}: {e}", file=sys.stderr)
+        exit_process(2)
+    except Exception as e:
+        if peer_failed(e):
+            first_line = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            print(f"stopped{_rank_tag()}: another rank failed, and its own error above is the cause "
+                  f"(here: {type(e).__name__}: {first_line})", file=sys.stderr)
+        else:
+            traceback.print_exc()
+            print(f"error{_rank_tag()}: {type(e).__name__}: {e}", file=sys.stderr)
+        exit_process(1)
     exit_process(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -98,3 +99,17 @@ def check_tensor_parallel(tensor_parallel_size: int, world_size: int, ranks_on_n
             f"config key 'rollout.tensor_parallel_size': {tensor_parallel_size} must divide the ranks per node "
             f"({ranks_on_node}) and the world size ({world_size}): each vLLM engine spans that many consecutive "
             "ranks of one node")
+
+
+def check_writable(folder: str, key: str) -> None:
+    """Raise StartupError naming `key` unless `folder` is, or can be made, a folder this process can write in
+    (run before any model is built: otherwise the first write fails after minutes of set-up, on some ranks)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise StartupError(f"config key '{key}': {folder} is a file, not a folder; choose another {key}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".gainrl-write-check-"):
+            pass
+    except OSError as e:
+        raise StartupError(f"config key '{key}': cannot write in {folder} ({e.strerror or e}); choose a folder this "
+                           "job can write in, or fix its permissions") from None

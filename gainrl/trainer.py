@@ -29,7 +29,7 @@ from .engine import build_policy, build_reference
 from .inputs import ensure_inputs
 from .metric_names import phase_seconds_key
 from .plan import memory_plan
-from .preflight import check_memory_split, check_tensor_parallel
+from .preflight import check_memory_split, check_tensor_parallel, check_writable
 from .models import dtype_name, load_tokenizer, pad_token_id, resolve_dtype
 from .prompts import PromptBuilder
 from .protocols import Policy, Rollout
@@ -117,7 +117,8 @@ def build_run(cfg: TrainRunConfig, info: dist.DistInfo) -> Run:
     if not os.path.isfile(cfg.train.ds_config):  # before the minutes of building, scoring and loading
         raise ValueError(f"config key 'train.ds_config': DeepSpeed config not found: {cfg.train.ds_config}")
     check_tensor_parallel(cfg.rollout.tensor_parallel_size, info.world_size, info.local_world_size)
-    resume_from = checkpoint.resume_point(cfg)
+    dist.every_rank_checks(lambda: check_writable(cfg.train.output_dir, "train.output_dir"))  # each rank writes there
+    resume_from = checkpoint.resume_point(cfg)  # its files checked, and no other run's results in the folder
     ensure_inputs(cfg)
     plan = None
     if info.device.type == "cuda":  # the memory plan, and a vLLM share that leaves the learner no room refused

@@ -17,10 +17,8 @@ def main(argv: list[str]) -> None:
     cfg = load_config(argv, PassRateRunConfig, validate_pass_rate)
     info = dist.init_distributed(cfg.dist.timeout_s)
     metrics.silence_other_ranks()
-    try:
-        run_pass_rates(cfg, info)
-    finally:
-        dist.shutdown()  # a no-op once vLLM's shutdown has destroyed the process group
+    run_pass_rates(cfg, info)
+    dist.shutdown()  # a no-op once vLLM's shutdown has destroyed the process group
 
 
 if __name__ == "__main__":  # vLLM spawns helper processes: the guard is required

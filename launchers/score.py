@@ -15,10 +15,8 @@ def main(argv: list[str]) -> None:
     cfg = load_config(argv)
     info = dist.init_distributed(cfg.dist.timeout_s)
     metrics.silence_other_ranks()
-    try:
-        run_scoring(cfg, info)
-    finally:
-        dist.shutdown()  # waits for rank 0, which writes the file last
+    run_scoring(cfg, info)
+    dist.shutdown()  # waits for rank 0, which writes the file last
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ def main(argv: list[str]) -> None:
     cfg = load_config(argv, TrainRunConfig)
     info = dist.init_distributed(cfg.dist.timeout_s)
     metrics.silence_other_ranks()
-    try:
-        train(cfg, info)
-    finally:
-        dist.shutdown()
+    train(cfg, info)
+    dist.shutdown()  # after a failure, no collective: run_entry_point says why
 
 
 if __name__ == "__main__":  # vLLM spawns helper processes: the guard is required

@@ -139,6 +139,93 @@ def test_changed_settings_and_mixed_histories_are_refused_on_resume(inputs, unin
     assert f"holds checkpoints after {earlier}" in resume_error(f"train.resume={earlier}")
 
 
+def snapshot(folder) -> dict:
+    """Every file under `folder` with its size and modification time: what a refused start must leave alone."""
+    return {path: (os.path.getsize(path), os.path.getmtime(path))
+            for parent, _, names in os.walk(folder) for path in (os.path.join(parent, n) for n in names)}
+
+
+def test_damaged_checkpoints_and_other_runs_results_are_refused_by_name(inputs, uninterrupted, tmp_path):
+    """In this process, against copies of the real run's folder: each damage names its file and the way on,
+    before any model is built, and changes nothing there."""
+    def refusal(name, damage):
+        folder = tmp_path / name
+        shutil.copytree(uninterrupted, folder)
+        newest = checkpoint.complete_checkpoints(folder)[-1]
+        damage(folder, newest)
+        before = snapshot(folder)
+        cfg = load_config(command(inputs, folder, *SHORT)[4:], TrainRunConfig)
+        with pytest.raises(ValueError) as error:
+            checkpoint.find_resume_point(cfg)
+        assert snapshot(folder) == before
+        return str(error.value), newest, checkpoint.complete_checkpoints(folder)[-2]
+
+    def truncate(folder, newest):
+        os.truncate(os.path.join(newest, "zero_pp_rank_1_mp_rank_00_optim_states.pt"), 1000)
+    message, newest, earlier = refusal("truncated", truncate)
+    shard = os.path.join(newest, "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    assert f"checkpoint {newest}: {shard} is 1000 bytes" in message and "when written (truncated or damaged)" in message
+    assert f"move {newest} out of" in message and f"train.resume=auto then continues from {earlier}" in message
+
+    message, newest, _ = refusal("missing", lambda folder, newest: os.remove(os.path.join(newest, "rng",
+                                                                                         "rank_00001.pt")))
+    assert f"{os.path.join(newest, 'rng', 'rank_00001.pt')} is missing" in message
+
+    def cut_state(folder, newest):
+        path = os.path.join(newest, checkpoint.STATE_FILE)
+        os.truncate(path, os.path.getsize(path) // 2)
+    message, newest, _ = refusal("half_state", cut_state)
+    assert f"{os.path.join(newest, checkpoint.STATE_FILE)} is damaged (not JSON:" in message
+
+    def binary_state(folder, newest):
+        with open(os.path.join(newest, checkpoint.STATE_FILE), "wb") as f:
+            f.write(b"\xff\xfe\x00garbage")
+    message, newest, _ = refusal("binary_state", binary_state)
+    assert f"{os.path.join(newest, checkpoint.STATE_FILE)} is damaged (not UTF-8 text at byte 0)" in message
+
+    gone = tmp_path / "checkpoints_deleted"  # to save disk: final/, metrics, draws, validation remain
+    shutil.copytree(uninterrupted, gone)
+    shutil.rmtree(gone / "checkpoints")
+    before = snapshot(gone)
+    with pytest.raises(ValueError, match=r"config key 'train.output_dir': .* holds another run's results \(final, "
+                                         r"metrics.jsonl, draws.jsonl, validation.jsonl\) and no checkpoint"):
+        checkpoint.find_resume_point(load_config(command(inputs, gone, *SHORT)[4:], TrainRunConfig))
+    assert snapshot(gone) == before
+
+
+def test_a_rank_that_cannot_load_its_shard_is_named_and_ends_the_run(inputs, uninterrupted, tmp_path):
+    """Through the launcher: rank 1's optimizer shard damaged in place (its size unchanged, so only the load
+    finds it). Rank 1 names the file; rank 0 says another rank failed; nothing hangs or changes."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(uninterrupted, folder)
+    shard = os.path.join(checkpoint.complete_checkpoints(folder)[-1], "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    with open(shard, "r+b") as f:
+        f.seek(-2000, os.SEEK_END)
+        f.write(bytes(2000))
+    before = snapshot(folder)
+    started = time.time()
+    longer = [o for o in SHORT if not o.startswith("train.epochs=")] + ["train.epochs=4"]  # a resumable change
+    result = train(inputs, folder, *longer, "dist.timeout_s=60")
+    assert result.returncode == 1 and time.time() - started < 120, result.stderr[-3000:]
+    assert "error (rank 1 of 2): RuntimeError: rank 1: checkpoint" in result.stderr
+    assert f"{shard} does not load" in result.stderr
+    assert "stopped (rank 0 of 2): another rank failed" in result.stderr and "Invalid process group" not in result.stderr
+    assert {k: v for k, v in snapshot(folder).items() if "/logs/" not in k} == \
+        {k: v for k, v in before.items() if "/logs/" not in k}
+
+
+def test_an_output_folder_that_is_a_file_fails_before_any_model(inputs, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the run folder should be")
+    result = train(inputs, blocker, *SHORT)
+    assert result.returncode == 2
+    message = f"error: config key 'train.output_dir': {blocker} is a file, not a folder"
+    assert result.stderr.count(message) == 1, result.stderr[-3000:]  # rank 0 prints what both ranks found
+    assert "policy, if ZeRO-3" not in result.stdout + result.stderr  # no model was built
+    assert "reference model" not in result.stdout + result.stderr
+    assert blocker.read_text() == "a file where the run folder should be"
+
+
 def rank_pids(marker: str) -> dict[int, int]:
     """{local rank: pid} of the training processes whose command line holds `marker`."""
     found = {}

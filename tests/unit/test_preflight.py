@@ -1,5 +1,6 @@
 """Start-up checks (gainrl.preflight, gainrl.rollout.vllm_check): each one triggered on CPU from the facts it reads."""
 import dataclasses
+import os
 
 import pytest
 
@@ -99,3 +100,20 @@ def test_tensor_parallel_groups_must_tile_each_node(tp, world_size, ranks_on_nod
         with pytest.raises(StartupError, match=rf"'rollout.tensor_parallel_size': {tp} must divide the ranks per "
                                                rf"node \({ranks_on_node}\)"):
             check_tensor_parallel(tp, world_size, ranks_on_node)
+
+
+def test_check_writable_names_the_key_and_creates_the_folder(tmp_path):
+    from gainrl.preflight import check_writable
+    check_writable(str(tmp_path / "new" / "run"), "train.output_dir")  # made, and written in
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StartupError, match=r"config key 'train.output_dir': .*file is a file, not a folder"):
+        check_writable(str(blocker), "train.output_dir")
+    with pytest.raises(StartupError, match=r"config key 'scorer.output_dir': cannot write in .*file/sub \(Not a dir"):
+        check_writable(str(blocker / "sub"), "scorer.output_dir")
+    if os.geteuid() != 0:  # root writes through the mode bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(StartupError, match=r"cannot write in .*locked \(Permission denied\)"):
+            check_writable(str(locked), "train.output_dir")
