@@ -25,8 +25,9 @@ from gainrl.evaluation.evaluate import evaluate_benchmark  # noqa: E402
 from gainrl.evaluation.generate import EvalGenerator  # noqa: E402
 from gainrl.evaluation.grading import Graders  # noqa: E402
 from gainrl.evaluation.report import checkpoint_table, update_checkpoint_summary  # noqa: E402
-from gainrl.evaluation.results import Shard, open_run  # noqa: E402
-from gainrl.models import checkpoint_fingerprint  # noqa: E402
+from gainrl.evaluation.results import Shard, check_one_model, open_run  # noqa: E402
+from gainrl.models import check_weight_files, checkpoint_fingerprint  # noqa: E402
+from gainrl.preflight import check_writable  # noqa: E402
 from gainrl.prompts import PromptBuilder  # noqa: E402
 from gainrl.vllm_logs import send_vllm_logs_to  # noqa: E402
 
@@ -85,6 +86,9 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"config key 'model.path': no model folder at {cfg.model.path}")
     name = cfg.name or os.path.basename(os.path.normpath(cfg.model.path))
     out_dir = os.path.join(cfg.output_dir, name)
+    check_weight_files(cfg.model.path)  # an export cut short: named here, not by vLLM's loader minutes later
+    check_writable(out_dir, "output_dir")
+    check_one_model(out_dir, cfg.model.path, checkpoint_fingerprint(cfg.model.path))
     # Everything that can be wrong with the input fails here, before the engine is built
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
     shard = Shard(cfg.shard_index, cfg.num_shards)

@@ -83,6 +83,7 @@ class ScorerConfig:
     layer: int = -1  # decoder layer whose MLP input is scored; negative counts from the end
     w_inter: float = 8.0  # score = C_intra + w_inter * C_inter
     max_tokens_per_batch: int = 16384  # padded tokens per prefill batch (batch size x longest prompt)
+    max_prompt_tokens: int = 8192  # a longer prompt is refused by its row id (it would take minutes, alone)
     output_dir: str = "runs/scores"  # score files are named after (dataset, model, layer, template)
     output: Optional[str] = None  # explicit score file path; overrides output_dir naming
     ds_config: Optional[str] = None  # DeepSpeed JSON: partition the model with ZeRO-3; None = a replica per rank
@@ -368,6 +369,7 @@ def validate(cfg: Config) -> None:
     require((cfg.prompt.one_shot_question is None) == (cfg.prompt.one_shot_answer is None),
             "prompt.one_shot_answer", "one_shot_question and one_shot_answer are set together or not at all")
     require(cfg.scorer.max_tokens_per_batch > 0, "scorer.max_tokens_per_batch", "must be positive")
+    require(cfg.scorer.max_prompt_tokens > 0, "scorer.max_prompt_tokens", "must be positive")
     require(cfg.dist.timeout_s > 0, "dist.timeout_s", "must be positive")
     if isinstance(cfg, TrainRunConfig):
         validate_training(cfg)

@@ -133,6 +133,10 @@ class SharedError(ValueError):
     """A user error that every rank raised together, from one collective check: rank 0 prints it, once."""
 
 
+class ReportedError(RuntimeError):
+    """A failure whose message says all there is (a child job's own error): printed without a traceback."""
+
+
 def rank0_decides(decide: Callable[[], object]):
     """Every rank returns what `decide()` returns on rank 0 (a look at a shared file system: the ranks might see
     it at different moments), or raises SharedError with the ValueError it raised there. A collective."""
@@ -266,6 +270,7 @@ def run_entry_point(main: Callable[[list[str]], None], argv: list[str]) -> NoRet
       that every rank raised together (SharedError: `rank0_decides`, `every_rank_checks`) prints on rank 0 only;
     - a collective that failed because another rank stopped prints one line saying so and exits 1: the
       other rank's own error is the cause, and that rank prints it;
+    - a ReportedError (a child job's own error) prints its message and exits 1;
     - anything else prints its traceback and one line naming the rank, and exits 1.
     A failed rank runs no collective on its way out: the others may be inside one, and a barrier here
     would pair with it and hang them all (a resume that failed on one rank did, silently, until the job's
@@ -279,6 +284,9 @@ def run_entry_point(main: Callable[[list[str]], None], argv: list[str]) -> NoRet
     except ValueError as e:
         print(f"error{_rank_tag()}: {e}", file=sys.stderr)
         exit_process(2)
+    except ReportedError as e:
+        print(f"error{_rank_tag()}: {e}", file=sys.stderr)
+        exit_process(1)
     except Exception as e:
         if peer_failed(e):
             first_line = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

@@ -102,7 +102,7 @@ def fill_placeholders(overrides: list[str], pass_rate_file: str) -> list[str]:
 
 _LAUNCHER_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+\] \[[A-Z]+\] \[(?:launch|runner)\.py:\d+:")
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
-_USER_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?error: ")  # dist.run_entry_point's one line for a ValueError
+_USER_ERROR = re.compile(r"^(?:\[rank\d+\]:\s*)?error(?: \(rank \d+ of \d+\))?: ")  # run_entry_point's error line
 _ERROR_WORD = re.compile(r"\w*(?:Error|Exception)\b|\[Errno \d+\]|\b(?:Killed|Segmentation fault|Aborted)\b")
 
 

@@ -11,6 +11,7 @@ import os
 from . import dist, metrics
 from .config import Config, DataConfig, ModelConfig, PromptConfig
 from .data import load_rows
+from .models import check_weight_files
 from .tasks import arithmetic, chains
 from .tasks.arithmetic import describe, write_split
 from .tiny_model import build_tiny_model
@@ -47,7 +48,7 @@ def ensure_model(cfg: ModelConfig, data: DataConfig, prompt: PromptConfig) -> No
     elif dist.is_rank0():
         with dist.all_local_cores():  # the other ranks wait at the barrier below
             _build_model(cfg, data, prompt)
-    dist.barrier()
+    dist.rank0_decides(lambda: check_weight_files(cfg.path))  # a truncated copy: named before anything loads it
 
 
 def _build_model(cfg: ModelConfig, data: DataConfig, prompt: PromptConfig) -> None:

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import zipfile
 from typing import Optional
 
 import torch
@@ -131,6 +132,56 @@ def checkpoint_fingerprint(path: str) -> str:
                 f.seek(max(0, size - (1 << 20)))
                 digest.update(f.read(1 << 20))
     return digest.hexdigest()
+
+
+def _safetensors_problem(file: str) -> Optional[str]:
+    """What is wrong with a safetensors file, read from its header alone (no tensor is loaded), or None."""
+    size = os.path.getsize(file)
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"is {size} bytes: no header"
+        header_len = int.from_bytes(head, "little")
+        if 8 + header_len > size:
+            return f"is {size} bytes, shorter than its own header says ({8 + header_len}): truncated"
+        try:
+            header = json.loads(f.read(header_len))
+        except (ValueError, UnicodeDecodeError):
+            return "has a damaged header (not JSON)"
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"
+            and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)]
+    expected = 8 + header_len + max(ends, default=0)
+    return None if expected == size else f"is {size} bytes, {expected} by its header: truncated or damaged"
+
+
+def check_weight_files(path: str, key: str = "model.path") -> None:
+    """Raise ValueError naming the first damaged weight file of a local model folder: a safetensors file whose
+    size is not what its header says (a copy or an export cut short), a `.bin` that is no complete archive,
+    a shard named by the index that is not there. Reads headers only: milliseconds for a 72B folder."""
+    if not os.path.isdir(path):
+        return
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = set(json.load(f)["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{key}: {index} is damaged (no JSON weight_map); copy or export the model "
+                             "again") from None
+        missing = sorted(name for name in shards if not os.path.isfile(os.path.join(path, name)))
+        if missing:
+            raise ValueError(f"{key}: {os.path.join(path, missing[0])} is missing ({index} names it"
+                             + (f", and {len(missing) - 1} more" if len(missing) > 1 else "")
+                             + "); copy or export the model again")
+    for name in sorted(os.listdir(path)):
+        file = os.path.join(path, name)
+        problem = None
+        if name.endswith(".safetensors"):
+            problem = _safetensors_problem(file)
+        elif name.endswith(".bin") and not zipfile.is_zipfile(file):
+            problem = "is no complete torch archive: truncated or damaged"
+        if problem:
+            raise ValueError(f"{key}: {file} {problem}; copy or export the model again")
 
 
 def load_model_config(path: str):

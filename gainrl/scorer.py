@@ -28,6 +28,7 @@ from .jsonl import read_jsonl
 from .models import (checkpoint_fingerprint, dtype_name, load_model_config, load_tokenizer, model_zero3_sizes,
                      pad_token_id, resolve_dtype, resolve_layer)
 from .prefill import PrefillModel, load_prefill_model
+from .preflight import check_writable
 from .prompts import Prompt, PromptBuilder, build_prompts, problem_text
 
 RECORD_FIELDS = ("id", "c_intra", "c_inter", "prompt_tokens", "num_p", "num_q", "flags")
@@ -95,18 +96,12 @@ class PartialResults:
         self.folder, self.key = folder, key
 
     def load(self, resume: bool) -> dict:
-        """Rank 0: prepare the folder and return the rows already scored, by id."""
-        key_file = os.path.join(self.folder, "key.json")
+        """Rank 0: the rows already scored, by id. Writes nothing: the folder is made by the first shard opened,
+        and one that holds no scored row (a start that failed before its first batch) is removed."""
         if os.path.isdir(self.folder) and not resume:
             shutil.rmtree(self.folder)
-        if os.path.isdir(self.folder):
-            with open(key_file) as f:
-                old_key = json.load(f)["key"]
-            if old_key != self.key:
-                raise ValueError(f"{self.folder} holds partial results of another (model, layer, template, dataset); "
-                                 "remove it or set scorer.output to another path")
-        os.makedirs(self.folder, exist_ok=True)
-        scores.write_json_atomic(key_file, {"key": self.key})
+        if not os.path.isdir(self.folder):
+            return {}
         done = {}
         for name in sorted(os.listdir(self.folder)):
             if name.startswith("rank-") and name.endswith(".jsonl"):
@@ -116,10 +111,31 @@ class PartialResults:
                         raise ValueError(f"{path}: record {number} is not a scorer record (fields "
                                          f"{list(RECORD_FIELDS)}); remove {self.folder} to score afresh")
                     done[record["id"]] = record
+        if not done:
+            self.remove()
+            return {}
+        key_file = os.path.join(self.folder, "key.json")
+        old_key = None
+        if os.path.isfile(key_file):
+            with open(key_file, encoding="utf-8") as f:
+                old_key = json.load(f).get("key")
+        if old_key != self.key:
+            raise ValueError(f"{self.folder} holds partial results of another (model, layer, template, dataset); "
+                             "remove it or set scorer.output to another path")
         return done
 
+    def remove_if_empty(self) -> None:
+        """Rank 0, after a failure: the folder goes unless it holds a scored row (a failed start leaves nothing)."""
+        shards = [os.path.join(self.folder, name) for name in os.listdir(self.folder)
+                  if name.startswith("rank-")] if os.path.isdir(self.folder) else []
+        if not any(os.path.getsize(path) for path in shards):
+            self.remove()
+
     def open_shard(self, rank: int):
-        """This rank's shard, opened for appending after cutting off a torn last line."""
+        """This rank's shard, opened for appending after cutting off a torn last line; the folder and its key
+        file are made here, by every rank that scores."""
+        os.makedirs(self.folder, exist_ok=True)
+        scores.write_json_atomic(os.path.join(self.folder, "key.json"), {"key": self.key})
         path = os.path.join(self.folder, f"rank-{rank:05d}.jsonl")
         if os.path.exists(path):
             with open(path, "rb+") as f:
@@ -147,6 +163,15 @@ def plan_job(cfg: Config, tokenizer, model_fingerprint: str, num_layers: int, dt
         metrics.log(f"skipped {loaded.num_skipped} invalid rows, e.g. {loaded.skipped_reasons[0]}")
     builder = PromptBuilder(tokenizer, cfg.prompt)
     prompts = build_prompts(builder, loaded.rows)
+    too_long = [(row.id, prompt.num_tokens) for row, prompt in zip(loaded.rows, prompts)
+                if prompt.num_tokens > cfg.scorer.max_prompt_tokens]
+    if too_long:
+        (row_id, tokens), more = too_long[0], len(too_long) - 1
+        raise ValueError(f"config key 'scorer.max_prompt_tokens': row {row_id!r} of {loaded.source} has a prompt of "
+                         f"{tokens} tokens, over the limit of {cfg.scorer.max_prompt_tokens}"
+                         + (f" ({more} more rows do too: {', '.join(repr(r) for r, _ in too_long[1:6])}"
+                            + (", ..." if more > 5 else "") + ")" if more else "")
+                         + "; shorten or drop those rows, or raise scorer.max_prompt_tokens")
     layer = resolve_layer(cfg.scorer.layer, num_layers)
     metadata = {
         "model_path": os.path.abspath(cfg.model.path) if os.path.isdir(cfg.model.path) else cfg.model.path,
@@ -231,6 +256,21 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
     metrics.log(f"{len(plan.rows)} rows from {plan.metadata['dataset_source']}: {len(done_ids)} already scored, "
                 f"{len(remaining)} to score on {info.world_size} rank(s) -> {plan.score_path}")
 
+    if remaining:  # every rank writes its shard beside the score file
+        key = "scorer.output" if cfg.scorer.output else "scorer.output_dir"
+        dist.every_rank_checks(lambda: check_writable(os.path.dirname(os.path.abspath(plan.score_path)), key))
+    try:
+        new_records = _score_remaining(cfg, info, plan, partial, remaining, tokenizer, dtype)
+    except BaseException:
+        if dist.is_rank0():  # a start that failed before its first batch leaves no folder behind
+            partial.remove_if_empty()
+        raise
+    return _finish(cfg, info, plan, partial, done, new_records, len(done_ids), started)
+
+
+def _score_remaining(cfg: Config, info: dist.DistInfo, plan: ScoringPlan, partial: PartialResults,
+                     remaining: list[int], tokenizer, dtype: str) -> list[dict]:
+    """This rank's share of the rows not scored yet, each batch appended to its shard as it finishes."""
     new_records = []
     if remaining:
         lengths = [plan.prompts[i].num_tokens for i in remaining]
@@ -262,13 +302,18 @@ def run_scoring(cfg: Config, info: dist.DistInfo) -> Optional[str]:
                 bar.update(len(batch))
         bar.close()
         del model
+    return new_records
 
+
+def _finish(cfg: Config, info: dist.DistInfo, plan: ScoringPlan, partial: PartialResults, done: dict,
+            new_records: list[dict], num_resumed: int, started: float) -> Optional[str]:
+    """Rank 0: every rank's records with the resumed ones into the score file; returns its path (None elsewhere)."""
     gathered = dist.gather_to_rank0(new_records)
     if not dist.is_rank0():
         return None
     for records in gathered:
         done.update({r["id"]: r for r in records})
-    summary = finalize(cfg, plan, done, info.world_size, num_resumed=len(done_ids),
+    summary = finalize(cfg, plan, done, info.world_size, num_resumed=num_resumed,
                        seconds=time.perf_counter() - started)
     partial.remove()
     metrics.log(f"wrote {plan.score_path}\n{scores.format_summary(summary)}")

@@ -58,7 +58,7 @@ def run_child(script: str, args: list[str], num_ranks: int, log_path: str, what:
     if result.returncode != 0:
         with open(log_path, errors="replace") as log:
             excerpt = child_error(log.read())
-        raise RuntimeError(f"{what} failed (exit {result.returncode}); the end of {log_path}:\n{excerpt}")
+        raise dist.ReportedError(f"{what} failed (exit {result.returncode}); its error, from {log_path}:\n{excerpt}")
 
 
 def prepare_pass_rates(cfg: ExperimentConfig) -> None:

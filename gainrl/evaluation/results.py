@@ -73,6 +73,30 @@ def open_run(folder: str, run_key: dict, num_samples: int, shard: Shard = Shard(
     return {**done, **own}
 
 
+def check_one_model(out_dir: str, model_path: str, model_fingerprint: str) -> None:
+    """Refuse (ValueError) an eval folder `<output_dir>/<name>` whose benchmarks hold results of another model:
+    its summary would list two models' benchmarks as one's (two checkpoints named `final`, say). Checked before
+    any record is touched; a benchmark folder without a record does not count."""
+    if not os.path.isdir(out_dir):
+        return
+    for benchmark in sorted(os.listdir(out_dir)):
+        key_path = os.path.join(out_dir, benchmark, "run.json")
+        if not os.path.isfile(key_path) or not _has_records(os.path.join(out_dir, benchmark)):
+            continue
+        with open(key_path, encoding="utf-8") as f:
+            previous = json.load(f)
+        if previous.get("model_fingerprint") != model_fingerprint:
+            raise ValueError(f"{out_dir} holds {benchmark} results of another model ({previous.get('model')}, "
+                             f"fingerprint {str(previous.get('model_fingerprint'))[:12]}) than model.path {model_path} "
+                             f"({model_fingerprint[:12]}), and its summary would mix the two: set another name or "
+                             "output_dir")
+
+
+def _has_records(folder: str) -> bool:
+    return any(name.endswith(".jsonl") and os.path.getsize(os.path.join(parent, name))
+               for parent, _, names in os.walk(folder) for name in names)
+
+
 def graded_records(folder: str, num_samples: int, skip: Optional[str] = None) -> dict[str, list[dict]]:
     """The complete problems' records over all of `folder`'s record files (but `skip`), first file first."""
     done: dict[str, list[dict]] = {}

@@ -44,3 +44,14 @@ def test_no_failure_reaches_the_end_on_both_ranks():
     result, _ = launch("ok")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rank 0 reached the end" in result.stdout and "rank 1 reached the end" in result.stdout
+
+
+def test_a_reported_error_is_its_message_without_a_traceback():
+    import sys
+    script = ("from gainrl import dist\n"
+              "def main(argv):\n"
+              "    raise dist.ReportedError('train run seed 1 failed (exit 2); its error, from x.log:\\nerror: boom')\n"
+              "dist.run_entry_point(main, [])\n")
+    result = run([sys.executable, "-c", script], 60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: train run seed 1 failed (exit 2); its error, from x.log:\nerror: boom")

@@ -1,6 +1,7 @@
 """The scorer across processes: 2 ranks (replicated and ZeRO-3) equal 1 process; kill and resume."""
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,3 +112,23 @@ def test_reference_order_correlation_is_reported(tmp_path, tiny_model_dir):
     assert -1 <= summary["spearman_reference_order"] <= 1
     assert "Spearman(our order, reference order)" in result.stderr
     assert os.path.getsize(out.removesuffix(".json") + ".png") > 10_000
+
+
+def test_bad_starts_fail_by_name_and_leave_no_partial_folder(tmp_path, tiny_model_dir):
+    """One process each: a prompt over scorer.max_prompt_tokens, a weight file cut short, a DeepSpeed config
+    that is not there (after the plan: the partial folder is made by the first batch, so none is left)."""
+    out = tmp_path / "scores" / "x.scores.json"
+    long_prompt = run(single("--config", recipe(tmp_path, tiny_model_dir), f"scorer.output={out}",
+                             "scorer.max_prompt_tokens=20"), TIMEOUT)
+    assert long_prompt.returncode == 2, long_prompt.stderr[-2000:]
+    assert "error: config key 'scorer.max_prompt_tokens': row 'gsm8k-train-" in long_prompt.stderr
+    assert "tokens, over the limit of 20" in long_prompt.stderr and "Traceback" not in long_prompt.stderr
+    cut = tmp_path / "cut_model"
+    shutil.copytree(tiny_model_dir, cut)
+    os.truncate(cut / "model.safetensors", 1000)
+    damaged = run(single("--config", recipe(tmp_path, str(cut)), f"scorer.output={out}"), TIMEOUT)
+    assert damaged.returncode == 2 and f"model.path: {cut}/model.safetensors is 1000 bytes" in damaged.stderr
+    no_ds = run(single("--config", recipe(tmp_path, tiny_model_dir, ds_config=str(tmp_path / "none.json")),
+                       f"scorer.output={out}"), TIMEOUT)
+    assert no_ds.returncode != 0 and "none.json" in no_ds.stderr
+    assert not glob.glob(str(tmp_path / "scores" / "*.partial")), os.listdir(tmp_path / "scores")

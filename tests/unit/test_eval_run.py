@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO
 
 RUN = os.path.join(REPO, "eval", "run.py")
@@ -54,3 +56,18 @@ def test_eval_run_writes_records_and_summaries_and_resumes(tiny_model_dir, tmp_p
 
     run([COMPARE, folder, folder, "--output", str(tmp_path / "cmp")])
     assert (tmp_path / "cmp.md").read_text().count("| math500 |") == 1 and (tmp_path / "cmp.png").exists()
+
+
+def test_an_eval_folder_with_another_models_benchmarks_is_refused(tmp_path):
+    from gainrl.evaluation.results import check_one_model
+    out = tmp_path / "final"  # two checkpoints both named final, evaluated into one output_dir
+    check_one_model(str(out), "/runs/b/final", "b" * 64)  # no folder yet
+    (out / "gsm8k" / "shards").mkdir(parents=True)
+    (out / "gsm8k" / "run.json").write_text(json.dumps({"model": "/runs/a/final", "model_fingerprint": "a" * 64}))
+    (out / "gsm8k" / "shards" / "0-of-1.jsonl").write_text("")
+    check_one_model(str(out), "/runs/b/final", "b" * 64)  # no record yet: nothing to mix
+    (out / "gsm8k" / "shards" / "0-of-1.jsonl").write_text('{"problem_id": "p1"}\n')
+    check_one_model(str(out), "/runs/a/final", "a" * 64)  # the same model continues
+    with pytest.raises(ValueError, match=r"holds gsm8k results of another model \(/runs/a/final, fingerprint "
+                                         r"aaaaaaaaaaaa\) than model.path /runs/b/final \(bbbbbbbbbbbb\)"):
+        check_one_model(str(out), "/runs/b/final", "b" * 64)

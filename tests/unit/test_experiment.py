@@ -376,3 +376,12 @@ def test_a_config_listing_some_curricula_runs_those_alone(tmp_path):
     assert cfg.curricula == {"uniform": ["sampler.schedule=uniform"], "gainrl": ["sampler.order=score"]}
     assert load_config(["recipe=r.yaml"], ExperimentConfig, validator=validate_experiment).curricula == \
         default_curricula()
+
+
+def test_child_error_reads_the_rank_tagged_lines_of_a_failed_distributed_child():
+    cause = "error (rank 1 of 2): checkpoint /r/step_00000002: /r/step_00000002/rng/rank_00001.pt is missing; ..."
+    stopped = "stopped (rank 0 of 2): another rank failed, and its own error above is the cause (here: RuntimeError)"
+    log = "\n".join(["[2026-12-02 23:40:28,159] [INFO] [launch.py:245:main] process 1 spawned", "loading",
+                     "Traceback (most recent call last):", '  File "x.py", line 1', "OSError: inner", cause, stopped,
+                     LAUNCHER, LAUNCHER_EXIT])
+    assert child_error(log) == cause + "\n" + stopped

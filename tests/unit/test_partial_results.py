@@ -33,3 +33,22 @@ def test_no_resume_starts_over_and_foreign_key_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another \\(model, layer, template, dataset\\)"):
         PartialResults(folder, key="k2").load(resume=True)
     assert PartialResults(folder, key="k2").load(resume=False) == {}
+
+
+def test_a_folder_left_by_a_failed_start_is_no_obstacle(tmp_path):
+    """A start that failed before its first batch: the folder (if any) holds no row, whatever its key says."""
+    folder = tmp_path / "x.partial"
+    partial = PartialResults(str(folder), key="k1")
+    assert partial.load(resume=True) == {} and not folder.exists()  # loading writes nothing
+    with partial.open_shard(0):
+        pass  # opened, nothing scored yet: the run failed here
+    partial.remove_if_empty()
+    assert not folder.exists()
+    folder.mkdir()
+    (folder / "key.json").write_text(json.dumps({"key": "another model's"}))
+    (folder / "rank-00000.jsonl").write_text("")
+    assert PartialResults(str(folder), key="k2").load(resume=True) == {} and not folder.exists()
+    with partial.open_shard(0) as f:  # a scored row is kept by remove_if_empty
+        f.write(json.dumps(record(0)) + "\n")
+    partial.remove_if_empty()
+    assert sorted(PartialResults(str(folder), key="k1").load(resume=True)) == ["r0"]
