@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from .checkpoint import CHECKPOINTS, complete_checkpoints
+from .checkpoint import CHECKPOINTS, STATE_FILE, complete_checkpoints, read_train_state, verify_files
 from .checkpoint import PARTIAL as PARTIAL_SUFFIX  # a folder still being written; never complete
 from .metrics import log, progress
 
@@ -100,6 +100,8 @@ def check_checkpoint_dir(checkpoint_dir: str) -> tuple[str, int]:
                          "step_* folder beside it")
     if not os.path.isdir(checkpoint_dir):
         raise ValueError(f"checkpoint folder not found: {checkpoint_dir}")
+    if os.path.isfile(os.path.join(checkpoint_dir, STATE_FILE)):  # a gainrl checkpoint: its files' sizes, as saved
+        verify_files(checkpoint_dir, read_train_state(checkpoint_dir))
     model_states = sorted(glob.glob(os.path.join(checkpoint_dir, MODEL_STATES)))
     if not model_states:
         raise ValueError(f"{checkpoint_dir} holds no DeepSpeed checkpoint: expected {MODEL_STATES} files, as "

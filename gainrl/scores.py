@@ -90,7 +90,7 @@ def read_score_file(path: str, dataset_fingerprint: Optional[str] = None,
     try:
         with open(path, encoding="utf-8") as f:
             payload = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"score file {path} is not valid JSON ({e}); re-run the job that wrote it "
                          f"({' or '.join(MADE_BY.values())})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -124,12 +124,23 @@ def test_clear_errors_for_folders_that_are_no_complete_checkpoint(round_trips, t
         export_checkpoint(os.path.join(checkpoint, "hf"), str(tmp_path / "c"))
     without_weights = tmp_path / "step_00000004"
     shutil.copytree(checkpoint, without_weights, ignore=shutil.ignore_patterns("*optim_states.pt"))
+    with pytest.raises(ValueError, match=r"optim_states.pt is missing"):  # the sizes the save recorded
+        export_checkpoint(str(without_weights), str(tmp_path / "f"))
+    (without_weights / "train_state.json").unlink()  # as a DeepSpeed checkpoint from elsewhere
     with pytest.raises(ValueError, match=r"ZeRO stage 3 checkpoint without its \*zero_pp_rank_\*_optim_states"):
         export_checkpoint(str(without_weights), str(tmp_path / "f"))
     one_rank_missing = tmp_path / "step_00000005"
     shutil.copytree(checkpoint, one_rank_missing, ignore=shutil.ignore_patterns("zero_pp_rank_1_*optim_states.pt"))
+    with pytest.raises(ValueError, match="zero_pp_rank_1_mp_rank_00_optim_states.pt is missing"):
+        export_checkpoint(str(one_rank_missing), str(tmp_path / "g"))
+    (one_rank_missing / "train_state.json").unlink()
     with pytest.raises(ValueError, match="Expected 2 of '\\*_optim_states.pt'"):  # DeepSpeed's own check
         export_checkpoint(str(one_rank_missing), str(tmp_path / "g"))
+    cut = tmp_path / "step_00000007"
+    shutil.copytree(checkpoint, cut)
+    os.truncate(cut / "zero_pp_rank_0_mp_rank_00_optim_states.pt", 100)
+    with pytest.raises(ValueError, match=r"zero_pp_rank_0_mp_rank_00_optim_states.pt is 100 bytes, \d+ when written"):
+        export_checkpoint(str(cut), str(tmp_path / "i"))
     without_hf = tmp_path / "step_00000003"
     shutil.copytree(checkpoint, without_hf, ignore=shutil.ignore_patterns("hf"))
     with pytest.raises(ValueError, match=r"hf/config.json not found.*save_hf_metadata"):
@@ -142,7 +153,7 @@ def test_clear_errors_for_folders_that_are_no_complete_checkpoint(round_trips, t
         export_checkpoint(str(other_model), str(tmp_path / "h"))
     with pytest.raises(ValueError, match="unknown export dtype 'int8'"):
         export_checkpoint(checkpoint, str(tmp_path / "e"), dtype="int8")
-    assert not any(name in os.listdir(tmp_path) for name in "abcdefgh")  # nothing half-written
+    assert not any(name in os.listdir(tmp_path) for name in "abcdefghi")  # nothing half-written
 
 
 def test_a_killed_exports_leftover_is_replaced(round_trips, tmp_path):
