@@ -33,6 +33,9 @@ def test_round_trip_and_refusals(tmp_path):
     (tmp_path / "torn.json").write_text(open(path).read()[:50])
     with pytest.raises(ValueError, match="not valid JSON"):
         scores.read_score_file(str(tmp_path / "torn.json"))
+    (tmp_path / "binary.json").write_bytes(b'{"format": "\xff\xfe"}')
+    with pytest.raises(ValueError, match=r"score file .*binary.json is not valid JSON \('utf-8' codec"):
+        scores.read_score_file(str(tmp_path / "binary.json"))
 
 
 def test_score_order_is_descending_with_stable_ties():
