@@ -248,7 +248,7 @@ def _first_unloadable(path: str, rank: int) -> Optional[str]:
     for name in sorted(os.listdir(path)):
         if name.endswith(".pt") and f"_rank_{rank}_" in name:
             try:
-                torch.load(os.path.join(path, name), map_location="cpu", weights_only=False)
+                torch.load(os.path.join(path, name), map_location="cpu", mmap=True, weights_only=False)
             except Exception:
                 return f"{os.path.join(path, name)} does not load"
     return None

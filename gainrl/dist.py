@@ -248,17 +248,18 @@ def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
 
 
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing", "Broken pipe",
-              "NCCL communicator was aborted", "NCCL error")  # gloo's and NCCL's words for a rank that went away
+              "NCCL communicator was aborted")  # gloo's and NCCL's words for a rank that went away (not for an
+# error of this rank's own, which DistBackendError also carries: that one keeps its traceback)
 
 
 def peer_failed(error: BaseException) -> bool:
     """Whether `error` is this rank's collective failing because another rank stopped (the cause is there)."""
-    peer_errors = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError") if hasattr(dist, name))
-    return isinstance(error, peer_errors) or any(words in str(error) for words in _PEER_GONE)
+    network_error = getattr(dist, "DistNetworkError", ())
+    return isinstance(error, network_error) or any(words in str(error) for words in _PEER_GONE)
 
 
 def _rank_tag() -> str:
-    """` (rank R)` in a launch of several ranks, else nothing."""
+    """` (rank R of N)` in a launch of several ranks, else nothing."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     return f" (rank {os.environ.get('RANK', '0')} of {world_size})" if world_size > 1 else ""
 

@@ -154,6 +154,11 @@ def _safetensors_problem(file: str) -> Optional[str]:
     return None if expected == size else f"is {size} bytes, {expected} by its header: truncated or damaged"
 
 
+def _starts_as_zip(file: str) -> bool:
+    with open(file, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def check_weight_files(path: str, key: str = "model.path") -> None:
     """Raise ValueError naming the first damaged weight file of a local model folder: a safetensors file whose
     size is not what its header says (a copy or an export cut short), a `.bin` that is no complete archive,
@@ -178,8 +183,8 @@ def check_weight_files(path: str, key: str = "model.path") -> None:
         problem = None
         if name.endswith(".safetensors"):
             problem = _safetensors_problem(file)
-        elif name.endswith(".bin") and not zipfile.is_zipfile(file):
-            problem = "is no complete torch archive: truncated or damaged"
+        elif name.endswith(".bin") and _starts_as_zip(file) and not zipfile.is_zipfile(file):
+            problem = "is no complete torch archive: truncated or damaged"  # (a legacy pickle is no zip: not read)
         if problem:
             raise ValueError(f"{key}: {file} {problem}; copy or export the model again")
 

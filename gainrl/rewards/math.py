@@ -41,9 +41,9 @@ A completion is graded in three steps:
 3. Anything else goes to math_verify (`parse` + `verify`) on the normalised items: symbolic
    equality (`2\\sqrt{2}` == `\\sqrt{8}`, `\\frac{\\pi}{2}` == `\\pi/2`), equations, inequalities,
    unions of intervals, matrices. Its own unit stripping is off (units are gone by step 2, and it
-   dropped a trailing letter: `\\frac{1}{\\sqrt{2}}c` parsed as `\\frac{1}{\\sqrt{2}}`). A plain
-   decimal reaches it as its exact fraction, so its rounding of floats (to 6 places: 3.141593 ==
-   `\\pi`) never accepts an approximation. With `numeric_rel_tol` set, two answers that evaluate to
+   dropped a trailing letter: `\\frac{1}{\\sqrt{2}}c` parsed as `\\frac{1}{\\sqrt{2}}`). Every
+   decimal reaches it as its exact fraction (alone, or inside a tuple or a matrix), so its rounding of
+   floats (to 6 places: 3.141593 == `\\pi`) never accepts an approximation. With `numeric_rel_tol` set, two answers that evaluate to
    numbers (`\\frac{\\pi}{2}` vs 1.5708) are compared within it instead: the one way an
    approximation grades right.
 
@@ -331,19 +331,12 @@ class _Judge:
 _DECIMAL_LITERAL = re.compile(r"(?<![\d.,])(?:\d+\.\d+|\.\d+)(?![\d.])")
 
 
-def _fraction_text(value: Fraction) -> str:
-    magnitude = abs(value)
-    exact = str(magnitude.numerator) if magnitude.denominator == 1 else \
-        f"\\frac{{{magnitude.numerator}}}{{{magnitude.denominator}}}"
-    return "-" + exact if value < 0 else exact
-
-
 def _exact_text(text: str, value: Optional[Fraction]) -> str:
     """An answer whose decimals math_verify cannot round: a plain number as its exact fraction (`3.141593` ->
     `\\frac{3141593}{1000000}`), and in anything else each decimal literal (`\\begin{pmatrix}0.333333..`)."""
     if value is not None:
-        return _fraction_text(value)
-    return _DECIMAL_LITERAL.sub(lambda m: "{" + _fraction_text(Fraction(m.group(0))) + "}", text)
+        return reference_text(value)
+    return _DECIMAL_LITERAL.sub(lambda m: "{" + reference_text(Fraction(m.group(0))) + "}", text)
 
 
 def _normalized_pair(extracted: str, reference) -> tuple[str, str]:

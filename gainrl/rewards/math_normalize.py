@@ -30,7 +30,7 @@
       `4.4 \\times 10^{14} Hz` -> its number (words of >= 2 letters; `2 x` stays a product).
     Unit words have letters and no digits, and no qualifier (`hedges`), scale, number, fraction or sign
     word among them: `5\\text{ or more}`, `2\\text{ million}`, `18\\text{ (or 19)}`, `3 tenths`, `18\\text{+}` keep
-    their words. Steps 2 and 6 read the same unit test.
+    their words. Step 2's trailing units pass the same test (`_are_units`).
  7. Whitespace is dropped (one space is kept after a command before a letter: `\\pi r`), and so is
     a trailing period; primes after a plain number (`0.003^{\\prime\\prime}`, `3''`) are dropped.
 A plain comma stays: `1,000` may be a number or a list (`70,110`: MATH's solutions 70 and 110);
@@ -127,7 +127,8 @@ _PERCENT_DOLLAR = re.compile(r"\\%|%|\\\$|\$")
 _SCI_TEXT = r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+|\s*\\(?:times|cdot)\s*10\s*\^\s*\{?\s*-?\d+\s*\}?)?"
 _WORDS = r"[A-Za-z]{2,}(?:[\s/.-]+[A-Za-z]{2,})*"
 _NUMBER_WITH_WORDS = re.compile(r"(" + _SCI_TEXT + r")\s+(" + _WORDS + r")\.?")
-_SCALED_NUMBER = re.compile(r"([+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+))\s+(hundred|thousand|million|billion|trillion)"
+_SCALE_VALUES = {"hundred": 100, **SCALES}
+_SCALED_NUMBER = re.compile(r"([+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+))\s+(" + "|".join(_SCALE_VALUES) + r")"
                             r"(?:\s+(" + _WORDS + r"))?\.?")
 _IMAGINARY_PRODUCT = re.compile(r"(?<=[\d})])\s*(?:\\cdot|\\times|\*)\s*i(?![A-Za-z])"  # 4\cdot i -> 4i
                                 r"|(?<![A-Za-z\\])i\s*(?:\\cdot|\\times|\*)\s*(?=\\[A-Za-z]|\()")  # i\cdot\sqrt2 -> i\sqrt2
@@ -167,11 +168,11 @@ def normalize_answer(answer: str) -> str:
     text = _PERCENT_DOLLAR.sub("", _DEGREES.sub("", text)).strip()
     text = re.sub(r"^=\s*", "", _IMAGINARY_PRODUCT.sub("i", text))  # `\approx 2.24`: the value
     alternatives = _as_set_of_alternatives(text)
-    read = _read_words(text)  # the whole first: `1,500 thousand` is one number
-    items = _split_top_level(text)
     if alternatives is not None:
         text = alternatives
     else:
+        read = _read_words(text)  # the whole first: `1,500 thousand` is one number
+        items = _split_top_level(text)
         text = read if read != text or len(items) == 1 else ",".join(_read_words(item.strip()) for item in items)
     text = _SPACES.sub(lambda m: m.group(1) + " " if m.group(1) else "", text).rstrip(".")
     primes = _PRIMES.fullmatch(text)
@@ -182,14 +183,14 @@ def normalize_answer(answer: str) -> str:
 
 # ---------------------------------------------------------------- words: hedges, lists, scale and number words
 _COMPARATIVES = r"more|fewer|less|greater|higher|lower|larger|smaller|bigger|longer|shorter"
-_DOUBT = r"|maybe|perhaps|probably|possibly|likely"
+_DOUBT = r"maybe|perhaps|probably|possibly|likely"
 _ESTIMATES = (r"about|around|approximately|approx|roughly|nearly|almost|circa|estimated|estimate|ballpark|ish"
               r"|close\s*to|more\s*or\s*less|give\s*or\s*take|or\s*so|or\s*something")
 _BEFORE = (r"at\s*(?:least|most|minimum|maximum)|(?:" + _COMPARATIVES + r")\s*than|up\s*to|upwards\s*of"
-           r"|between|within|under|over|above|below|minimum|maximum|min|max" + _DOUBT)
+           r"|between|within|under|over|above|below|minimum|maximum|min|max|" + _DOUBT)
 _AFTER = (r"or\s*(?:" + _COMPARATIVES + r"|above|below|over|under|up|later|earlier|better|worse)"
           r"|and\s*(?:up|upwards|above|below|over|under|" + _COMPARATIVES + r")|at\s*(?:least|most|minimum|maximum)"
-          r"|if\s*not\s*(?:" + _COMPARATIVES + r")|minimum|maximum|max|tops|plus|upwards|(?:lower|upper)?\s*bound"
+          r"|if\s*not\s*(?:" + _COMPARATIVES + r")|minimum|maximum|max|tops|plus|upwards|(?:lower|upper)?\s*bound|"
           + _DOUBT)
 
 
@@ -264,8 +265,7 @@ def _read_words(item: str) -> str:
     """One item with its words read: `1.5 million` -> 1500000, `twenty-one` -> 21, `18 dollars` -> 18."""
     scaled = _SCALED_NUMBER.fullmatch(item)
     if scaled and (scaled.group(3) is None or _are_units(scaled.group(3))):
-        scale = 100 if scaled.group(2) == "hundred" else SCALES[scaled.group(2)]
-        value = Decimal(scaled.group(1).replace(",", "")) * scale
+        value = Decimal(scaled.group(1).replace(",", "")) * _SCALE_VALUES[scaled.group(2)]
         return format(value.normalize(), "f") if value != value.to_integral_value() else str(int(value))
     spelled = parse_number_words(item.rstrip("."))  # bare: in `two lines` the noun is the answer
     if spelled is not None:

@@ -45,3 +45,8 @@ def test_a_damaged_header_a_missing_shard_and_a_cut_bin_are_named(model_copy):
     (model_copy / "pytorch_model.bin").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(ValueError, match="pytorch_model.bin is no complete torch archive"):
         check_weight_files(str(model_copy))
+
+
+def test_a_legacy_pickle_bin_is_not_refused(model_copy):
+    (model_copy / "pytorch_model.bin").write_bytes(b"\x80\x02 a torch.save of before the zip format")
+    check_weight_files(str(model_copy))  # not a zip, so not read as a cut one
